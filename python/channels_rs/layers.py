@@ -1,0 +1,67 @@
+"""The in-memory channel layer, a drop-in for
+``channels.layers.InMemoryChannelLayer`` with its state kept in Rust."""
+
+from channels.layers import BaseChannelLayer
+
+from . import _core
+from .views import ChannelsView, GroupsView
+
+
+class InMemoryChannelLayer(BaseChannelLayer):
+    """Channel layer that lives in this process's memory: for development and
+    tests, or a single-process deployment. One instance serves every thread
+    and event loop of the process."""
+
+    extensions = ["groups", "flush"]
+
+    def __init__(
+        self,
+        expiry=60,
+        group_expiry=86400,
+        capacity=100,
+        channel_capacity=None,
+        **kwargs,
+    ):
+        super().__init__(
+            expiry=expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            **kwargs,
+        )
+        self.group_expiry = group_expiry
+        # channels' own layer forgets this step and crashes on the first send.
+        self.channel_capacity = self.compile_capacities(self.channel_capacity)
+        self._core = _core.MemoryCore(
+            expiry, group_expiry, capacity, self.channel_capacity
+        )
+        self.channels = ChannelsView(self._core)
+        self.groups = GroupsView(self._core)
+
+    async def send(self, channel, message):
+        """Queue a copy of ``message`` on ``channel``; ChannelFull if it is full."""
+        self._core.send(channel, message)
+
+    async def receive(self, channel):
+        """The next message on ``channel``, waiting for one if none is queued."""
+        return await self._core.receive(channel)
+
+    async def new_channel(self, prefix="specific."):
+        """A new, unique channel name for this process to receive on."""
+        return f"{prefix}.inmemory!{_core.random_letters(12)}"
+
+    async def group_add(self, group, channel):
+        self._core.group_add(group, channel)
+
+    async def group_discard(self, group, channel):
+        self._core.group_discard(group, channel)
+
+    async def group_send(self, group, message):
+        """Send a copy of ``message`` to every member; full members miss it."""
+        self._core.group_send(group, message)
+
+    async def flush(self):
+        """Drop every queued message and group."""
+        self._core.flush()
+
+    async def close(self):
+        """Nothing to release: the layer holds no connections."""

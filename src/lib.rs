@@ -1,0 +1,18 @@
+//! channels_rs._core: the Rust half of channels-rs, the channel layers for
+//! Django Channels. `python/channels_rs` is the thin Python face over it.
+
+mod capacity;
+mod errors;
+mod future;
+mod memory;
+mod names;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<future::Future>()?;
+    module.add_class::<memory::MemoryCore>()?;
+    module.add_function(wrap_pyfunction!(names::random_letters, module)?)?;
+    Ok(())
+}

@@ -1,0 +1,355 @@
+//! What the in-memory layer holds: queued messages and waiting receivers per
+//! channel, group memberships both ways, and when to look for expired messages.
+//!
+//! Every cost is proportional to the work asked for: a receive touches one
+//! channel plus whatever has expired since the last look, and a group_send
+//! touches its members. The lock around this is never held while Python code
+//! runs, so Python objects leave it (to be dropped or completed) through the
+//! `Leftovers` a call returns.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use pyo3::prelude::*;
+
+use crate::future::{Future, Wake};
+
+#[derive(Default)]
+pub struct Channel {
+    /// Messages nobody has asked for yet, oldest first, with their deadlines.
+    queue: VecDeque<(Instant, Py<PyAny>)>,
+    /// Receivers, first come first served. A receiver stays listed until it
+    /// has taken its message or was cancelled.
+    waiters: VecDeque<Py<Future>>,
+}
+
+impl Channel {
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.waiters.is_empty()
+    }
+}
+
+/// Python objects that must be woken or dropped after the lock is released.
+#[derive(Default)]
+#[must_use = "wakes must be scheduled, outside the lock"]
+pub struct Leftovers {
+    pub wakes: Vec<Wake>,
+    pub dropped: Vec<Py<PyAny>>,
+}
+
+impl Leftovers {
+    pub fn finish(self, py: Python<'_>) {
+        for wake in self.wakes {
+            wake.schedule(py);
+        }
+        drop(self.dropped);
+    }
+}
+
+#[derive(Default)]
+pub struct State {
+    channels: HashMap<String, Channel>,
+    /// group -> channel -> when it joined (seconds since the epoch).
+    groups: HashMap<String, HashMap<String, f64>>,
+    /// channel -> the groups it is in, so an expiry can leave them all.
+    memberships: HashMap<String, HashSet<String>>,
+    /// When to look at a channel for expired messages: at most one entry per
+    /// channel (those in `armed`), due no later than its oldest message.
+    checks: BinaryHeap<Reverse<(Instant, String)>>,
+    armed: HashSet<String>,
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Outcome of offering a message to a channel that is full.
+pub struct Full(pub Py<PyAny>);
+
+impl State {
+    /// Hands `message` to the first waiting receiver, else queues it if the
+    /// channel has room.
+    pub fn deliver(
+        &mut self,
+        py: Python<'_>,
+        name: &str,
+        message: Py<PyAny>,
+        deadline: Instant,
+        capacity: usize,
+        out: &mut Leftovers,
+    ) -> Result<(), Full> {
+        let message = match self.hand_to_waiter(py, name, message, out) {
+            Some(message) => message,
+            None => return Ok(()),
+        };
+        let channel = self.channels.entry(name.to_owned()).or_default();
+        if channel.queue.len() >= capacity {
+            if channel.is_idle() {
+                self.channels.remove(name);
+            }
+            return Err(Full(message));
+        }
+        channel.queue.push_back((deadline, message));
+        self.arm(name, deadline);
+        Ok(())
+    }
+
+    /// Puts back a message a cancelled receiver never took: to the next
+    /// receiver, else at the front of the queue (capacity does not apply).
+    pub fn give_back(
+        &mut self,
+        py: Python<'_>,
+        name: &str,
+        message: Py<PyAny>,
+        deadline: Instant,
+        out: &mut Leftovers,
+    ) {
+        if let Some(message) = self.hand_to_waiter(py, name, message, out) {
+            self.channels
+                .entry(name.to_owned())
+                .or_default()
+                .queue
+                .push_front((deadline, message));
+            self.arm(name, deadline);
+        }
+    }
+
+    /// Returns the message if no receiver is waiting.
+    fn hand_to_waiter(
+        &mut self,
+        py: Python<'_>,
+        name: &str,
+        mut message: Py<PyAny>,
+        out: &mut Leftovers,
+    ) -> Option<Py<PyAny>> {
+        let Some(channel) = self.channels.get(name) else {
+            return Some(message);
+        };
+        for waiter in &channel.waiters {
+            match Future::resolve(waiter.bind(py), message) {
+                Ok(wake) => {
+                    out.wakes.push(wake);
+                    return None;
+                }
+                Err(unused) => message = unused,
+            }
+        }
+        Some(message)
+    }
+
+    /// The oldest unexpired message of `name`, if any.
+    pub fn take(&mut self, name: &str, now: Instant, out: &mut Leftovers) -> Option<Py<PyAny>> {
+        let channel = self.channels.get_mut(name)?;
+        let mut expired = false;
+        let mut found = None;
+        while let Some((deadline, message)) = channel.queue.pop_front() {
+            if deadline < now {
+                out.dropped.push(message);
+                expired = true;
+            } else {
+                found = Some(message);
+                break;
+            }
+        }
+        if channel.is_idle() {
+            self.channels.remove(name);
+        }
+        if expired {
+            self.leave_all_groups(name);
+        }
+        found
+    }
+
+    pub fn add_waiter(&mut self, name: &str, waiter: Py<Future>) {
+        self.channels
+            .entry(name.to_owned())
+            .or_default()
+            .waiters
+            .push_back(waiter);
+    }
+
+    pub fn remove_waiter(&mut self, name: &str, waiter: &Bound<'_, Future>) {
+        if let Some(channel) = self.channels.get_mut(name) {
+            channel.waiters.retain(|listed| !listed.is(waiter));
+            if channel.is_idle() {
+                self.channels.remove(name);
+            }
+        }
+    }
+
+    fn arm(&mut self, name: &str, deadline: Instant) {
+        if !self.armed.contains(name) {
+            self.armed.insert(name.to_owned());
+            self.checks.push(Reverse((deadline, name.to_owned())));
+        }
+    }
+
+    /// Drops every message that expired by `now`; their channels leave all
+    /// their groups.
+    pub fn expire(&mut self, now: Instant, out: &mut Leftovers) {
+        while let Some(Reverse((due, _))) = self.checks.peek() {
+            if *due >= now {
+                break;
+            }
+            let Some(Reverse((_, name))) = self.checks.pop() else {
+                break;
+            };
+            self.armed.remove(&name);
+            let Some(channel) = self.channels.get_mut(&name) else {
+                continue;
+            };
+            let before = channel.queue.len();
+            while channel
+                .queue
+                .front()
+                .is_some_and(|(deadline, _)| *deadline < now)
+            {
+                out.dropped
+                    .extend(channel.queue.pop_front().map(|(_, message)| message));
+            }
+            let expired = channel.queue.len() < before;
+            let next = channel.queue.front().map(|(deadline, _)| *deadline);
+            if channel.is_idle() {
+                self.channels.remove(&name);
+            }
+            if let Some(next) = next {
+                self.arm(&name, next);
+            }
+            if expired {
+                self.leave_all_groups(&name);
+            }
+        }
+    }
+
+    pub fn group_add(&mut self, group: String, channel: String) {
+        self.memberships
+            .entry(channel.clone())
+            .or_default()
+            .insert(group.clone());
+        self.groups
+            .entry(group)
+            .or_default()
+            .insert(channel, unix_now());
+    }
+
+    pub fn group_discard(&mut self, group: &str, channel: &str) {
+        if let Some(members) = self.groups.get_mut(group) {
+            members.remove(channel);
+            if members.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+        if let Some(joined) = self.memberships.get_mut(channel) {
+            joined.remove(group);
+            if joined.is_empty() {
+                self.memberships.remove(channel);
+            }
+        }
+    }
+
+    fn leave_all_groups(&mut self, channel: &str) {
+        for group in self.memberships.remove(channel).unwrap_or_default() {
+            if let Some(members) = self.groups.get_mut(&group) {
+                members.remove(channel);
+                if members.is_empty() {
+                    self.groups.remove(&group);
+                }
+            }
+        }
+    }
+
+    /// The members of `group` that joined after `joined_after`; older members
+    /// are dropped from it.
+    pub fn group_members(&mut self, group: &str, joined_after: f64) -> Vec<String> {
+        let Some(members) = self.groups.get(group) else {
+            return Vec::new();
+        };
+        let (current, stale): (Vec<_>, Vec<_>) = members
+            .iter()
+            .partition(|(_, joined)| **joined >= joined_after);
+        let current = current.into_iter().map(|(name, _)| name.clone()).collect();
+        let stale: Vec<String> = stale.into_iter().map(|(name, _)| name.clone()).collect();
+        for channel in stale {
+            self.group_discard(group, &channel);
+        }
+        current
+    }
+
+    /// Empties every queue and group. Receivers that are waiting keep waiting.
+    pub fn flush(&mut self, out: &mut Leftovers) {
+        for channel in self.channels.values_mut() {
+            out.dropped
+                .extend(channel.queue.drain(..).map(|(_, message)| message));
+        }
+        self.channels.retain(|_, channel| !channel.is_idle());
+        self.groups.clear();
+        self.memberships.clear();
+        self.checks.clear();
+        self.armed.clear();
+    }
+
+    // Inspection, for the `channels` and `groups` views.
+
+    pub fn channel_names(&self) -> Vec<String> {
+        self.channels.keys().cloned().collect()
+    }
+
+    pub fn has_channel(&self, name: &str) -> bool {
+        self.channels.contains_key(name)
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub fn queued(&self, py: Python<'_>, name: &str) -> Option<Vec<Py<PyAny>>> {
+        let channel = self.channels.get(name)?;
+        Some(
+            channel
+                .queue
+                .iter()
+                .map(|(_, message)| message.clone_ref(py))
+                .collect(),
+        )
+    }
+
+    /// Drops the queued messages of `name`; its waiting receivers stay.
+    /// Returns false if the channel is unknown.
+    pub fn discard_queue(&mut self, name: &str, out: &mut Leftovers) -> bool {
+        let Some(channel) = self.channels.get_mut(name) else {
+            return false;
+        };
+        out.dropped
+            .extend(channel.queue.drain(..).map(|(_, message)| message));
+        if channel.is_idle() {
+            self.channels.remove(name);
+        }
+        true
+    }
+
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn group_snapshot(&self, group: &str) -> Option<HashMap<String, f64>> {
+        self.groups.get(group).cloned()
+    }
+
+    pub fn remove_group(&mut self, group: &str) -> bool {
+        let Some(members) = self.groups.get(group) else {
+            return false;
+        };
+        let channels: Vec<String> = members.keys().cloned().collect();
+        for channel in channels {
+            self.group_discard(group, &channel);
+        }
+        true
+    }
+}
