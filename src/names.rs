@@ -17,7 +17,6 @@ const CHANNEL_ERROR: &str = "Channel name must be a valid unicode string with le
      containing only ASCII alphanumerics, hyphens, underscores, or periods.";
 const GROUP_ERROR: &str = "Group name must be a valid unicode string with length < 100 \
      containing only ASCII alphanumerics, hyphens, underscores, or periods.";
-const RECEIVE_ERROR: &str = "Specific channel names in receive() must end at the !";
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -79,14 +78,10 @@ fn validate(py: Python<'_>, name: &Bound<'_, PyAny>, kind: Kind) -> PyResult<Str
     }
 }
 
-/// Checks a channel name as `require_valid_channel_name(name, receive)` does
-/// and returns it as a Rust string.
-pub fn channel(py: Python<'_>, name: &Bound<'_, PyAny>, receive: bool) -> PyResult<String> {
-    let owned = validate(py, name, Kind::Channel)?;
-    if receive && owned.contains('!') && !owned.ends_with('!') {
-        return Err(PyTypeError::new_err(RECEIVE_ERROR));
-    }
-    Ok(owned)
+/// Checks a channel name as `require_valid_channel_name` does and returns it
+/// as a Rust string.
+pub fn channel(py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<String> {
+    validate(py, name, Kind::Channel)
 }
 
 /// Checks a group name as `require_valid_group_name` does.

@@ -120,7 +120,7 @@ impl MemoryCore {
         message: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let message = errors::require_dict(message)?;
-        let name = names::channel(py, channel, false)?;
+        let name = names::channel(py, channel)?;
         errors::require_no_reply_channel(message)?;
         let capacity = self.shared.capacities.of(py, &name)?;
         let copy = copy::deep_copy(message)?.unbind();
@@ -132,7 +132,7 @@ impl MemoryCore {
     }
 
     fn receive(&self, py: Python<'_>, channel: &Bound<'_, PyAny>) -> PyResult<Py<Future>> {
-        let name = names::channel(py, channel, true)?;
+        let name = names::channel(py, channel)?;
         let now = Instant::now();
         let queued = self.with_state(py, |state, out| {
             state.expire(now, out);
@@ -167,7 +167,7 @@ impl MemoryCore {
         channel: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let group = names::group(py, group)?;
-        let channel = names::channel(py, channel, false)?;
+        let channel = names::channel(py, channel)?;
         self.lock().group_add(group, channel);
         Ok(())
     }
@@ -178,7 +178,7 @@ impl MemoryCore {
         group: &Bound<'_, PyAny>,
         channel: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let channel = names::channel(py, channel, false)?;
+        let channel = names::channel(py, channel)?;
         let group = names::group(py, group)?;
         self.lock().group_discard(&group, &channel);
         Ok(())

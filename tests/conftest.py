@@ -1,0 +1,30 @@
+import channels.layers
+import pytest
+
+import channels_rs
+
+IN_MEMORY_LAYERS = {
+    "rs": channels_rs.InMemoryChannelLayer,
+    "upstream": channels.layers.InMemoryChannelLayer,
+}
+
+
+@pytest.fixture(params=list(IN_MEMORY_LAYERS))
+def layer_class(request):
+    """Each in-memory layer test runs on ours and on channels' own, so every
+    difference from upstream shows."""
+    return IN_MEMORY_LAYERS[request.param]
+
+
+@pytest.fixture
+async def layer(layer_class):
+    layer = layer_class(capacity=3)
+    yield layer
+    await layer.flush()
+    await layer.close()
+
+
+def upstream_fails(request, reason):
+    """Mark the running test an expected failure when it runs on upstream."""
+    if request.node.callspec.params.get("layer_class") == "upstream":
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
