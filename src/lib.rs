@@ -3,7 +3,6 @@
 
 mod capacity;
 mod errors;
-mod future;
 mod memory;
 mod names;
 
@@ -11,7 +10,6 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    module.add_class::<future::Future>()?;
     module.add_class::<memory::MemoryCore>()?;
     module.add_function(wrap_pyfunction!(names::random_letters, module)?)?;
     Ok(())

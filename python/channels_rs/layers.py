@@ -43,7 +43,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     async def receive(self, channel):
         """The next message on ``channel``, waiting for one if none is queued."""
-        return await self._core.receive(channel)
+        waiter = self._core.receive(channel)
+        if isinstance(waiter, dict):
+            return waiter
+        try:
+            return await waiter
+        except BaseException:
+            # Cancelled, possibly after a message was handed over: put it back.
+            self._core.abandon(channel, waiter)
+            raise
 
     async def new_channel(self, prefix="specific."):
         """A new, unique channel name for this process to receive on."""

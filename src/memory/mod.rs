@@ -1,23 +1,27 @@
 //! The in-memory channel layer: plain data under one lock, no threads of its
-//! own. A send completes inside the call; a receive returns a finished future
-//! when a message is queued, else a pending one that the next send completes.
+//! own. A send completes inside the call. A receive returns the message when
+//! one is queued, else an asyncio future of the caller's loop that a later
+//! send completes: directly on the same thread, through
+//! `call_soon_threadsafe` from another.
 
 mod copy;
 mod state;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
 use crate::capacity::{unbounded_if_not_positive, Capacities};
 use crate::errors;
-use crate::future::{Future, Owner};
 use crate::names;
-use state::{unix_now, Full, Leftovers, State};
+use state::{unix_now, Delivery, Dropped, State, Waiter};
 
 struct Shared {
     state: Mutex<State>,
@@ -26,39 +30,110 @@ struct Shared {
     capacities: Capacities,
 }
 
+fn is_done(future: &Bound<'_, PyAny>) -> PyResult<bool> {
+    future
+        .call_method0(intern!(future.py(), "done"))?
+        .is_truthy()
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
 
-/// A receiver waiting on one channel.
-struct Waiting {
-    shared: Weak<Shared>,
-    channel: String,
-}
+    /// Runs `f` on the state; what it drops is released after the lock.
+    fn with_state<R>(&self, f: impl FnOnce(&mut State, &mut Dropped) -> R) -> R {
+        let mut dropped = Dropped::new();
+        let result = f(&mut self.lock(), &mut dropped);
+        drop(dropped);
+        result
+    }
 
-impl Owner for Waiting {
-    fn release(&self, _py: Python<'_>, future: &Bound<'_, Future>) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.lock().remove_waiter(&self.channel, future);
+    /// Gives `message` to the first receiver that can still take it, else
+    /// queues it. Returns it back if the channel is full.
+    fn deliver(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        name: &str,
+        mut message: Py<PyAny>,
+        capacity: usize,
+        front: bool,
+    ) -> PyResult<Result<(), Py<PyAny>>> {
+        loop {
+            let deadline = Instant::now() + self.expiry;
+            let delivery = self
+                .lock()
+                .deliver(name, message, deadline, capacity, front);
+            match delivery {
+                Delivery::Queued => return Ok(Ok(())),
+                Delivery::Full(message) => return Ok(Err(message)),
+                Delivery::Handed(waiter, handed) => match self.hand(py, name, waiter, handed)? {
+                    None => return Ok(Ok(())),
+                    Some(refused) => message = refused,
+                },
+            }
         }
     }
 
-    fn give_back(&self, py: Python<'_>, future: &Bound<'_, Future>, message: Py<PyAny>) {
-        let Some(shared) = self.shared.upgrade() else {
-            return;
-        };
-        let mut out = Leftovers::default();
-        {
-            let mut state = shared.lock();
-            state.remove_waiter(&self.channel, future);
-            let deadline = Instant::now() + shared.expiry;
-            state.give_back(py, &self.channel, message, deadline, &mut out);
+    /// Completes the waiter's future with `message`, or returns the message
+    /// if that receiver is gone (cancelled, or its loop closed).
+    fn hand(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        name: &str,
+        waiter: Waiter,
+        message: Py<PyAny>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let future = waiter.future.bind(py);
+        if waiter.thread == thread::current().id() {
+            if is_done(future)? {
+                return Ok(Some(message));
+            }
+            future.call_method1(intern!(py, "set_result"), (message,))?;
+            return Ok(None);
         }
-        out.finish(py);
+        let handoff = Handoff {
+            shared: Arc::clone(self),
+            channel: name.to_owned(),
+            future: waiter.future.clone_ref(py),
+            message: message.clone_ref(py),
+        };
+        let scheduled = waiter
+            .event_loop
+            .bind(py)
+            .call_method1(intern!(py, "call_soon_threadsafe"), (handoff,));
+        Ok(scheduled.err().map(|_| message))
+    }
+
+    /// Puts back a message its receiver never took, first in line.
+    fn give_back(self: &Arc<Self>, py: Python<'_>, name: &str, message: Py<PyAny>) -> PyResult<()> {
+        self.deliver(py, name, message, usize::MAX, true).map(drop)
+    }
+}
+
+/// A message sent from another thread, completed on the receiver's own loop,
+/// where checking that the receiver still waits cannot race with it.
+#[pyclass(frozen, module = "channels_rs._core")]
+struct Handoff {
+    shared: Arc<Shared>,
+    channel: String,
+    future: Py<PyAny>,
+    message: Py<PyAny>,
+}
+
+#[pymethods]
+impl Handoff {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let future = self.future.bind(py);
+        let message = self.message.clone_ref(py);
+        if is_done(future)? {
+            return self.shared.give_back(py, &self.channel, message);
+        }
+        future
+            .call_method1(intern!(py, "set_result"), (message,))
+            .map(drop)
     }
 }
 
@@ -75,17 +150,16 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     })
 }
 
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET_RUNNING_LOOP
+        .import(py, "asyncio", "get_running_loop")?
+        .call0()
+}
+
 impl MemoryCore {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.lock()
-    }
-
-    /// Runs `f` on the state, then wakes and drops what it left, unlocked.
-    fn with_state<R>(&self, py: Python<'_>, f: impl FnOnce(&mut State, &mut Leftovers) -> R) -> R {
-        let mut out = Leftovers::default();
-        let result = f(&mut self.lock(), &mut out);
-        out.finish(py);
-        result
     }
 }
 
@@ -124,40 +198,58 @@ impl MemoryCore {
         errors::require_no_reply_channel(message)?;
         let capacity = self.shared.capacities.of(py, &name)?;
         let copy = copy::deep_copy(message)?.unbind();
-        let deadline = Instant::now() + self.shared.expiry;
-        let result = self.with_state(py, |state, out| {
-            state.deliver(py, &name, copy, deadline, capacity, out)
-        });
-        result.map_err(|Full(_)| errors::channel_full(py, &name))
+        match self.shared.deliver(py, &name, copy, capacity, false)? {
+            Ok(()) => Ok(()),
+            Err(_) => Err(errors::channel_full(py, &name)),
+        }
     }
 
-    fn receive(&self, py: Python<'_>, channel: &Bound<'_, PyAny>) -> PyResult<Py<Future>> {
+    /// The oldest queued message of `channel`, or an asyncio future that the
+    /// next one completes. Whoever awaits that future must call `abandon` if
+    /// the await ends in an exception.
+    fn receive<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let name = names::channel(py, channel)?;
         let now = Instant::now();
-        let queued = self.with_state(py, |state, out| {
-            state.expire(now, out);
-            state.take(&name, now, out)
+        let queued = self.shared.with_state(|state, dropped| {
+            state.expire(now, dropped);
+            state.take(&name, now, dropped)
         });
         if let Some(message) = queued {
-            return Future::ready(py, message);
+            return Ok(message.into_bound(py));
         }
-        let owner = Waiting {
-            shared: Arc::downgrade(&self.shared),
-            channel: name.clone(),
-        };
-        let waiter = Future::pending(py, Box::new(owner))?;
+        let event_loop = running_loop(py)?;
+        let future = event_loop.call_method0(intern!(py, "create_future"))?;
         // A send from another thread may have landed while the future was made.
-        let queued = self.with_state(py, |state, out| {
-            let queued = state.take(&name, Instant::now(), out);
+        let queued = self.shared.with_state(|state, dropped| {
+            let queued = state.take(&name, Instant::now(), dropped);
             if queued.is_none() {
-                state.add_waiter(&name, waiter.clone_ref(py));
+                let waiter = Waiter {
+                    future: future.clone().unbind(),
+                    event_loop: event_loop.unbind(),
+                    thread: thread::current().id(),
+                };
+                state.add_waiter(&name, waiter);
             }
             queued
         });
-        match queued {
-            Some(message) => Future::ready(py, message),
-            None => Ok(waiter),
+        Ok(queued.map_or(future, |message| message.into_bound(py)))
+    }
+
+    /// After an await of a `receive` future failed (cancelled): stop waiting,
+    /// and put back a message that was handed over but never taken.
+    fn abandon(&self, py: Python<'_>, channel: &str, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.shared
+            .with_state(|state, dropped| state.remove_waiter(channel, future, dropped));
+        let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
+        if is_done(future)? && !cancelled {
+            let message = future.call_method0(intern!(py, "result"))?.unbind();
+            self.shared.give_back(py, channel, message)?;
         }
+        Ok(())
     }
 
     fn group_add(
@@ -196,29 +288,22 @@ impl MemoryCore {
         errors::require_no_reply_channel(message)?;
         let now = Instant::now();
         let joined_after = unix_now() - self.shared.group_expiry;
-        let members = self.with_state(py, |state, out| {
-            state.expire(now, out);
+        let members = self.shared.with_state(|state, dropped| {
+            state.expire(now, dropped);
             state.group_members(&group, joined_after)
         });
-        let mut copies = Vec::with_capacity(members.len());
         for member in members {
             let capacity = self.shared.capacities.of(py, &member)?;
-            copies.push((member, copy::deep_copy(message)?.unbind(), capacity));
+            let copy = copy::deep_copy(message)?.unbind();
+            // A full member misses this message, as in channels.
+            let _missed = self.shared.deliver(py, &member, copy, capacity, false)?;
         }
-        let deadline = now + self.shared.expiry;
-        self.with_state(py, |state, out| {
-            for (member, copy, capacity) in copies {
-                if let Err(Full(missed)) = state.deliver(py, &member, copy, deadline, capacity, out)
-                {
-                    out.dropped.push(missed);
-                }
-            }
-        });
         Ok(())
     }
 
-    fn flush(&self, py: Python<'_>) {
-        self.with_state(py, |state, out| state.flush(out));
+    fn flush(&self) {
+        self.shared
+            .with_state(|state, dropped| state.flush(dropped));
     }
 
     // For the `channels` view.
@@ -239,8 +324,9 @@ impl MemoryCore {
         self.lock().queued(py, name)
     }
 
-    fn discard_queue(&self, py: Python<'_>, name: &str) -> bool {
-        self.with_state(py, |state, out| state.discard_queue(name, out))
+    fn discard_queue(&self, name: &str) {
+        self.shared
+            .with_state(|state, dropped| state.discard_queue(name, dropped))
     }
 
     // For the `groups` view.

@@ -4,24 +4,23 @@
 //! Every cost is proportional to the work asked for: a receive touches one
 //! channel plus whatever has expired since the last look, and a group_send
 //! touches its members. The lock around this is never held while Python code
-//! runs, so Python objects leave it (to be dropped or completed) through the
-//! `Leftovers` a call returns.
+//! runs, so Python objects leave it (to be completed or dropped) through what
+//! a call returns.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::thread::ThreadId;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
-
-use crate::future::{Future, Wake};
 
 #[derive(Default)]
 pub struct Channel {
     /// Messages nobody has asked for yet, oldest first, with their deadlines.
     queue: VecDeque<(Instant, Py<PyAny>)>,
-    /// Receivers, first come first served. A receiver stays listed until it
-    /// has taken its message or was cancelled.
-    waiters: VecDeque<Py<Future>>,
+    /// Receivers, first come first served, until a message is handed to them
+    /// or they are cancelled.
+    waiters: VecDeque<Waiter>,
 }
 
 impl Channel {
@@ -30,21 +29,23 @@ impl Channel {
     }
 }
 
-/// Python objects that must be woken or dropped after the lock is released.
-#[derive(Default)]
-#[must_use = "wakes must be scheduled, outside the lock"]
-pub struct Leftovers {
-    pub wakes: Vec<Wake>,
-    pub dropped: Vec<Py<PyAny>>,
+/// A `receive()` waiting on an asyncio future of the loop running on `thread`.
+pub struct Waiter {
+    pub future: Py<PyAny>,
+    pub event_loop: Py<PyAny>,
+    pub thread: ThreadId,
 }
 
-impl Leftovers {
-    pub fn finish(self, py: Python<'_>) {
-        for wake in self.wakes {
-            wake.schedule(py);
-        }
-        drop(self.dropped);
-    }
+/// Messages dropped under the lock, released after it (a message's last
+/// reference can run Python code, which must never run under the lock).
+pub type Dropped = Vec<Py<PyAny>>;
+
+/// Where `deliver` put a message.
+pub enum Delivery {
+    Queued,
+    /// To complete outside the lock; the waiter is no longer listed.
+    Handed(Waiter, Py<PyAny>),
+    Full(Py<PyAny>),
 }
 
 #[derive(Default)]
@@ -66,88 +67,49 @@ pub fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Outcome of offering a message to a channel that is full.
-pub struct Full(pub Py<PyAny>);
-
 impl State {
-    /// Hands `message` to the first waiting receiver, else queues it if the
-    /// channel has room.
+    /// Picks the first waiting receiver for `message`, else queues it if the
+    /// channel has room. `front` puts back a message a cancelled receiver
+    /// never took: first in line, whatever the capacity.
     pub fn deliver(
         &mut self,
-        py: Python<'_>,
         name: &str,
         message: Py<PyAny>,
         deadline: Instant,
         capacity: usize,
-        out: &mut Leftovers,
-    ) -> Result<(), Full> {
-        let message = match self.hand_to_waiter(py, name, message, out) {
-            Some(message) => message,
-            None => return Ok(()),
-        };
+        front: bool,
+    ) -> Delivery {
+        if let Some(channel) = self.channels.get_mut(name) {
+            if let Some(waiter) = channel.waiters.pop_front() {
+                if channel.is_idle() {
+                    self.channels.remove(name);
+                }
+                return Delivery::Handed(waiter, message);
+            }
+        }
         let channel = self.channels.entry(name.to_owned()).or_default();
-        if channel.queue.len() >= capacity {
+        if front {
+            channel.queue.push_front((deadline, message));
+        } else if channel.queue.len() < capacity {
+            channel.queue.push_back((deadline, message));
+        } else {
             if channel.is_idle() {
                 self.channels.remove(name);
             }
-            return Err(Full(message));
+            return Delivery::Full(message);
         }
-        channel.queue.push_back((deadline, message));
         self.arm(name, deadline);
-        Ok(())
-    }
-
-    /// Puts back a message a cancelled receiver never took: to the next
-    /// receiver, else at the front of the queue (capacity does not apply).
-    pub fn give_back(
-        &mut self,
-        py: Python<'_>,
-        name: &str,
-        message: Py<PyAny>,
-        deadline: Instant,
-        out: &mut Leftovers,
-    ) {
-        if let Some(message) = self.hand_to_waiter(py, name, message, out) {
-            self.channels
-                .entry(name.to_owned())
-                .or_default()
-                .queue
-                .push_front((deadline, message));
-            self.arm(name, deadline);
-        }
-    }
-
-    /// Returns the message if no receiver is waiting.
-    fn hand_to_waiter(
-        &mut self,
-        py: Python<'_>,
-        name: &str,
-        mut message: Py<PyAny>,
-        out: &mut Leftovers,
-    ) -> Option<Py<PyAny>> {
-        let Some(channel) = self.channels.get(name) else {
-            return Some(message);
-        };
-        for waiter in &channel.waiters {
-            match Future::resolve(waiter.bind(py), message) {
-                Ok(wake) => {
-                    out.wakes.push(wake);
-                    return None;
-                }
-                Err(unused) => message = unused,
-            }
-        }
-        Some(message)
+        Delivery::Queued
     }
 
     /// The oldest unexpired message of `name`, if any.
-    pub fn take(&mut self, name: &str, now: Instant, out: &mut Leftovers) -> Option<Py<PyAny>> {
+    pub fn take(&mut self, name: &str, now: Instant, out: &mut Dropped) -> Option<Py<PyAny>> {
         let channel = self.channels.get_mut(name)?;
         let mut expired = false;
         let mut found = None;
         while let Some((deadline, message)) = channel.queue.pop_front() {
             if deadline < now {
-                out.dropped.push(message);
+                out.push(message);
                 expired = true;
             } else {
                 found = Some(message);
@@ -163,7 +125,7 @@ impl State {
         found
     }
 
-    pub fn add_waiter(&mut self, name: &str, waiter: Py<Future>) {
+    pub fn add_waiter(&mut self, name: &str, waiter: Waiter) {
         self.channels
             .entry(name.to_owned())
             .or_default()
@@ -171,9 +133,18 @@ impl State {
             .push_back(waiter);
     }
 
-    pub fn remove_waiter(&mut self, name: &str, waiter: &Bound<'_, Future>) {
+    /// Unlists the waiter on `future`, if it still waits.
+    pub fn remove_waiter(&mut self, name: &str, future: &Bound<'_, PyAny>, out: &mut Dropped) {
         if let Some(channel) = self.channels.get_mut(name) {
-            channel.waiters.retain(|listed| !listed.is(waiter));
+            if let Some(at) = channel
+                .waiters
+                .iter()
+                .position(|waiter| waiter.future.is(future))
+            {
+                if let Some(waiter) = channel.waiters.remove(at) {
+                    out.extend([waiter.future, waiter.event_loop]);
+                }
+            }
             if channel.is_idle() {
                 self.channels.remove(name);
             }
@@ -189,7 +160,7 @@ impl State {
 
     /// Drops every message that expired by `now`; their channels leave all
     /// their groups.
-    pub fn expire(&mut self, now: Instant, out: &mut Leftovers) {
+    pub fn expire(&mut self, now: Instant, out: &mut Dropped) {
         while let Some(Reverse((due, _))) = self.checks.peek() {
             if *due >= now {
                 break;
@@ -207,8 +178,7 @@ impl State {
                 .front()
                 .is_some_and(|(deadline, _)| *deadline < now)
             {
-                out.dropped
-                    .extend(channel.queue.pop_front().map(|(_, message)| message));
+                out.extend(channel.queue.pop_front().map(|(_, message)| message));
             }
             let expired = channel.queue.len() < before;
             let next = channel.queue.front().map(|(deadline, _)| *deadline);
@@ -279,10 +249,9 @@ impl State {
     }
 
     /// Empties every queue and group. Receivers that are waiting keep waiting.
-    pub fn flush(&mut self, out: &mut Leftovers) {
+    pub fn flush(&mut self, out: &mut Dropped) {
         for channel in self.channels.values_mut() {
-            out.dropped
-                .extend(channel.queue.drain(..).map(|(_, message)| message));
+            out.extend(channel.queue.drain(..).map(|(_, message)| message));
         }
         self.channels.retain(|_, channel| !channel.is_idle());
         self.groups.clear();
@@ -317,17 +286,13 @@ impl State {
     }
 
     /// Drops the queued messages of `name`; its waiting receivers stay.
-    /// Returns false if the channel is unknown.
-    pub fn discard_queue(&mut self, name: &str, out: &mut Leftovers) -> bool {
-        let Some(channel) = self.channels.get_mut(name) else {
-            return false;
-        };
-        out.dropped
-            .extend(channel.queue.drain(..).map(|(_, message)| message));
-        if channel.is_idle() {
-            self.channels.remove(name);
+    pub fn discard_queue(&mut self, name: &str, out: &mut Dropped) {
+        if let Some(channel) = self.channels.get_mut(name) {
+            out.extend(channel.queue.drain(..).map(|(_, message)| message));
+            if channel.is_idle() {
+                self.channels.remove(name);
+            }
         }
-        true
     }
 
     pub fn group_names(&self) -> Vec<String> {

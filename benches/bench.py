@@ -1,0 +1,142 @@
+"""Benchmark channels_rs's layers against the originals, in one run, on this
+machine. Prints messages per second for each and the ratio.
+
+    python benches/bench.py [--quick]
+"""
+
+import argparse
+import asyncio
+import platform
+import statistics
+import sys
+import time
+from importlib.metadata import version
+
+import channels.layers
+
+import channels_rs
+
+SEQUENTIAL = 20_000
+PAIRS, PER_PAIR = 100, 200
+FAN_OUT_MEMBERS, FAN_OUT_ROUNDS = 100, 200
+DRAIN_MEMBERS = 10_000
+
+
+async def round_trip(layer, count):
+    """send then receive on one channel, one message at a time."""
+    message = {"type": "bench.message", "text": "hello"}
+    start = time.perf_counter()
+    for _ in range(count):
+        await layer.send("bench-rt", message)
+        await layer.receive("bench-rt")
+    return count / (time.perf_counter() - start)
+
+
+async def concurrent_pairs(layer, pairs, per_pair):
+    """`pairs` producers each sending to their own channel, `pairs` receivers."""
+    message = {"type": "bench.message", "text": "hello"}
+
+    async def produce(channel):
+        for _ in range(per_pair):
+            await layer.send(channel, message)
+            await asyncio.sleep(0)
+
+    async def consume(channel):
+        for _ in range(per_pair):
+            await layer.receive(channel)
+
+    channels = [f"bench-pair-{n}" for n in range(pairs)]
+    start = time.perf_counter()
+    await asyncio.gather(*map(consume, channels), *map(produce, channels))
+    return pairs * per_pair / (time.perf_counter() - start)
+
+
+async def fan_out(layer, members, rounds):
+    """group_send to `members` consumers that wait in receive() loops, as
+    connected websocket consumers do; the next round starts once all got it."""
+    channels = [await layer.new_channel() for _ in range(members)]
+    for channel in channels:
+        await layer.group_add("bench-fan", channel)
+    received = 0
+    round_done = asyncio.Event()
+
+    async def consume(channel):
+        nonlocal received
+        for _ in range(rounds):
+            await layer.receive(channel)
+            received += 1
+            if received == members:
+                round_done.set()
+
+    consumers = [asyncio.ensure_future(consume(c)) for c in channels]
+    await asyncio.sleep(0)
+    message = {"type": "bench.message", "text": "hello"}
+    start = time.perf_counter()
+    for _ in range(rounds):
+        received = 0
+        round_done.clear()
+        await layer.group_send("bench-fan", message)
+        await round_done.wait()
+    elapsed = time.perf_counter() - start
+    await asyncio.gather(*consumers)
+    return members * rounds / elapsed
+
+
+async def drain(layer, members):
+    """one group_send to `members` channels, then every member reads it."""
+    channels = [f"bench-drain-{n}" for n in range(members)]
+    for channel in channels:
+        await layer.group_add("bench-drain", channel)
+    start = time.perf_counter()
+    await layer.group_send("bench-drain", {"type": "bench.message"})
+    for channel in channels:
+        await layer.receive(channel)
+    return members / (time.perf_counter() - start)
+
+
+def best_of(runs, scenario, make_layer, *args):
+    """Median of `runs` runs, each on a fresh layer."""
+    rates = [asyncio.run(scenario(make_layer(), *args)) for _ in range(runs)]
+    return statistics.median(rates)
+
+
+def in_memory_rows(quick):
+    scale = 10 if quick else 1
+    upstream = channels.layers.InMemoryChannelLayer
+    ours = channels_rs.InMemoryChannelLayer
+    big = {"capacity": 100_000}
+    scenarios = [
+        ("round trip, sequential", round_trip, {}, (SEQUENTIAL // scale,), 3),
+        ("100 concurrent pairs", concurrent_pairs, big, (PAIRS, PER_PAIR // scale), 3),
+        ("group_send to 100 waiting", fan_out, {}, (FAN_OUT_MEMBERS, FAN_OUT_ROUNDS // scale), 3),
+        (f"group_send to {DRAIN_MEMBERS // scale:,}, drained", drain, {},
+         (DRAIN_MEMBERS // scale,), 1),
+    ]
+    for name, scenario, config, args, runs in scenarios:
+        theirs = best_of(runs, scenario, lambda c=config: upstream(**c), *args)
+        mine = best_of(runs, scenario, lambda c=config: ours(**c), *args)
+        yield name, mine, theirs
+
+
+def print_table(title, rows, baseline):
+    print(f"\n{title}")
+    header = f"{'scenario':<34}{'channels_rs':>14}{baseline:>16}{'ratio':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, mine, theirs in rows:
+        print(f"{name:<34}{mine:>12,.0f}/s{theirs:>14,.0f}/s{mine / theirs:>8.1f}x")
+        sys.stdout.flush()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of the work")
+    options = parser.parse_args()
+    print(f"Python {platform.python_version()}, channels {version('channels')}, "
+          f"channels-rs {version('channels-rs')}, {platform.machine()}")
+    print_table("InMemoryChannelLayer (messages/s, median of 3; drain: 1 run)",
+                in_memory_rows(options.quick), "channels")
+
+
+if __name__ == "__main__":
+    main()
