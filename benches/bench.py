@@ -13,7 +13,6 @@ import time
 from importlib.metadata import version
 
 import channels.layers
-
 import channels_rs
 
 SEQUENTIAL = 20_000
@@ -108,9 +107,20 @@ def in_memory_rows(quick):
     scenarios = [
         ("round trip, sequential", round_trip, {}, (SEQUENTIAL // scale,), 3),
         ("100 concurrent pairs", concurrent_pairs, big, (PAIRS, PER_PAIR // scale), 3),
-        ("group_send to 100 waiting", fan_out, {}, (FAN_OUT_MEMBERS, FAN_OUT_ROUNDS // scale), 3),
-        (f"group_send to {DRAIN_MEMBERS // scale:,}, drained", drain, {},
-         (DRAIN_MEMBERS // scale,), 1),
+        (
+            "group_send to 100 waiting",
+            fan_out,
+            {},
+            (FAN_OUT_MEMBERS, FAN_OUT_ROUNDS // scale),
+            3,
+        ),
+        (
+            f"group_send to {DRAIN_MEMBERS // scale:,}, drained",
+            drain,
+            {},
+            (DRAIN_MEMBERS // scale,),
+            1,
+        ),
     ]
     for name, scenario, config, args, runs in scenarios:
         theirs = best_of(runs, scenario, lambda c=config: upstream(**c), *args)
@@ -132,10 +142,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the work")
     options = parser.parse_args()
-    print(f"Python {platform.python_version()}, channels {version('channels')}, "
-          f"channels-rs {version('channels-rs')}, {platform.machine()}")
-    print_table("InMemoryChannelLayer (messages/s, median of 3; drain: 1 run)",
-                in_memory_rows(options.quick), "channels")
+    print(
+        f"Python {platform.python_version()}, channels {version('channels')}, "
+        f"channels-rs {version('channels-rs')}, {platform.machine()}"
+    )
+    print_table(
+        "InMemoryChannelLayer (messages/s, median of 3; drain: 1 run)",
+        in_memory_rows(options.quick),
+        "channels",
+    )
 
 
 if __name__ == "__main__":

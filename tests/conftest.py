@@ -1,7 +1,6 @@
 import channels.layers
-import pytest
-
 import channels_rs
+import pytest
 
 IN_MEMORY_LAYERS = {
     "rs": channels_rs.InMemoryChannelLayer,

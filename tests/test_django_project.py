@@ -1,13 +1,12 @@
 """The test project's consumers and view, through the layer that settings.py
 names in CHANNEL_LAYERS."""
 
+import channels_rs
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
-
-import channels_rs
 from testproject.asgi import application
 
 

@@ -34,8 +34,16 @@ def test_constructor_defaults_and_interface(layer_class):
     assert isinstance(layer, BaseChannelLayer)
     assert (layer.expiry, layer.group_expiry, layer.capacity) == (60, 86400, 100)
     assert layer.extensions == ["groups", "flush"]
-    for name in ("send", "receive", "new_channel", "group_add", "group_discard",
-                 "group_send", "flush", "close"):
+    for name in (
+        "send",
+        "receive",
+        "new_channel",
+        "group_add",
+        "group_discard",
+        "group_send",
+        "flush",
+        "close",
+    ):
         assert inspect.iscoroutinefunction(getattr(layer, name)), name
 
 
@@ -77,10 +85,30 @@ async def test_competing_receivers_each_get_one(layer):
 # Names
 
 
-INVALID_CHANNELS = ["", "!x", "x!y!z", "a b", "a/b", "a\n\n", "é", "x" * 100, 42, None,
-                    b"bytes"]
-VALID_CHANNELS = ["a", "a.b-c_d", "x!", "x!abc", "x" * 99, "abc\n", "a\u0661",
-                  "x!\u00e9t\u00e9", "x!\u0661"]
+INVALID_CHANNELS = [
+    "",
+    "!x",
+    "x!y!z",
+    "a b",
+    "a/b",
+    "a\n\n",
+    "é",
+    "x" * 100,
+    42,
+    None,
+    b"bytes",
+]
+VALID_CHANNELS = [
+    "a",
+    "a.b-c_d",
+    "x!",
+    "x!abc",
+    "x" * 99,
+    "abc\n",
+    "a\u0661",
+    "x!\u00e9t\u00e9",
+    "x!\u0661",
+]
 
 
 @pytest.mark.parametrize("name", INVALID_CHANNELS, ids=repr)
@@ -107,8 +135,11 @@ async def test_receive_accepts_full_specific_names(layer):
 
 @pytest.mark.parametrize("name", ["", "a!", "a b", "é", "g" * 100, 7], ids=repr)
 async def test_invalid_group_names_are_refused(layer, name):
-    for call in (layer.group_add(name, "chan"), layer.group_discard(name, "chan"),
-                 layer.group_send(name, {"type": "x"})):
+    for call in (
+        layer.group_add(name, "chan"),
+        layer.group_discard(name, "chan"),
+        layer.group_send(name, {"type": "x"}),
+    ):
         with pytest.raises(TypeError) as error:
             await call
         assert str(error.value) == GROUP_ERROR
@@ -126,8 +157,10 @@ def test_name_rules_agree_with_channels_regexes(layer_class):
     reference = BaseChannelLayer()
     alphabet = "aZ09-_.!\n é\u0661\u00b2\u2160_"
     rng = random.Random(7)
-    names = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
-             for _ in range(3000)]
+    names = [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+        for _ in range(3000)
+    ]
 
     def accepted(check, name):
         try:
@@ -153,8 +186,10 @@ def test_name_rules_agree_with_channels_regexes(layer_class):
 
 
 async def test_message_must_be_a_dict(layer):
-    for call in (layer.send("chan", ["not", "a", "dict"]),
-                 layer.group_send("room", "text")):
+    for call in (
+        layer.send("chan", ["not", "a", "dict"]),
+        layer.group_send("room", "text"),
+    ):
         with pytest.raises(AssertionError):
             await call
 
@@ -182,7 +217,9 @@ async def test_message_is_copied_on_send(layer):
     message["pair"][1].append(3)
     message["type"] = "changed"
     assert await layer.receive("copy") == {
-        "type": "x", "items": [1, {"deep": True}], "pair": (1, [2])
+        "type": "x",
+        "items": [1, {"deep": True}],
+        "pair": (1, [2]),
     }
 
 
@@ -224,11 +261,14 @@ async def test_full_channel_raises_and_stores_nothing(layer):
 
 async def test_channel_capacity_patterns_first_match_wins(layer_class, request):
     upstream_fails(request, "channels never compiles channel_capacity and crashes")
-    layer = layer_class(capacity=5, channel_capacity={
-        "small.*": 1,
-        re.compile(r"^small\.big"): 10,
-        "medium!*": 2,
-    })
+    layer = layer_class(
+        capacity=5,
+        channel_capacity={
+            "small.*": 1,
+            re.compile(r"^small\.big"): 10,
+            "medium!*": 2,
+        },
+    )
     await layer.send("small.big", {"type": "x"})
     with pytest.raises(ChannelFull):
         await layer.send("small.big", {"type": "x"})
@@ -321,7 +361,9 @@ async def test_group_send_reaches_pending_receivers(layer):
     receivers = [asyncio.create_task(layer.receive(c)) for c in members]
     await asyncio.sleep(0.01)
     await layer.group_send("live", {"type": "tick"})
-    assert await asyncio.wait_for(asyncio.gather(*receivers), 1) == [{"type": "tick"}] * 20
+    assert (
+        await asyncio.wait_for(asyncio.gather(*receivers), 1) == [{"type": "tick"}] * 20
+    )
 
 
 async def test_discard_of_unknown_member_is_harmless(layer):
@@ -344,7 +386,9 @@ async def test_flush_empties_channels_and_groups(layer):
 async def test_new_channel_format(layer):
     name = await layer.new_channel()
     assert re.fullmatch(r"specific\.\.inmemory![a-zA-Z]{12}", name)
-    assert re.fullmatch(r"chat\.\.inmemory![a-zA-Z]{12}", await layer.new_channel("chat."))
+    assert re.fullmatch(
+        r"chat\.\.inmemory![a-zA-Z]{12}", await layer.new_channel("chat.")
+    )
     await layer.send(name, {"type": "local"})
     assert await layer.receive(name) == {"type": "local"}
 
@@ -458,6 +502,7 @@ def test_receivers_in_two_threads_loops(layer_class):
             await asyncio.sleep(0.01)
             waiting.wait(5)
             return await asyncio.wait_for(task, 2)
+
         try:
             results[name] = asyncio.run(receive())
         except Exception as error:  # reported through results

@@ -14,6 +14,8 @@ USE_TZ = True
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": os.environ.get("TESTPROJECT_LAYER", "channels_rs.InMemoryChannelLayer"),
+        "BACKEND": os.environ.get(
+            "TESTPROJECT_LAYER", "channels_rs.InMemoryChannelLayer"
+        ),
     }
 }

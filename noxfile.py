@@ -1,0 +1,47 @@
+"""Sessions: tests, lint, bench, demo. Each builds the package from this
+checkout (maturin, through pip) into its own virtualenv."""
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+TEST_DEPS = ["pytest>=8", "pytest-asyncio>=0.24", "pytest-django>=4.9", "daphne>=4"]
+
+
+def install_package(session, *extra):
+    session.install(".", *extra)
+
+
+@nox.session
+def tests(session):
+    """Build, install and run the test suite (Rust unit tests, then pytest)."""
+    install_package(session, *TEST_DEPS)
+    session.run("cargo", "test", "--quiet", external=True)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    """cargo fmt, cargo clippy and ruff."""
+    session.install("ruff")
+    session.run("cargo", "fmt", "--check", external=True)
+    session.run(
+        "cargo", "clippy", "--all-targets", "--", "-D", "warnings", external=True
+    )
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def bench(session):
+    """channels_rs against the original layers, same run, same machine."""
+    install_package(session)
+    session.run("python", "benches/bench.py", *session.posargs)
+
+
+@nox.session
+def demo(session):
+    """The test project's consumers talking through channels_rs."""
+    install_package(session, "daphne>=4")
+    session.run("python", "examples/demo.py", *session.posargs)
