@@ -520,6 +520,47 @@ def test_receivers_in_two_threads_loops(layer_class):
     assert results == {"t1": {"type": "to", "who": 1}, "t2": {"type": "to", "who": 2}}
 
 
+def test_cancellations_in_another_thread_lose_nothing(layer_class):
+    """Messages sent from this thread to a receiver in another thread's loop,
+    which keeps timing out its receives: each arrives exactly once."""
+    layer = layer_class(capacity=10_000)
+    count = 2000
+    received = []
+
+    async def consume():
+        while len(received) < count:
+            try:
+                message = await asyncio.wait_for(layer.receive("remote"), 0.0002)
+            except asyncio.TimeoutError:
+                continue
+            received.append(message["n"])
+
+    consumer = threading.Thread(target=asyncio.run, args=(consume(),))
+    consumer.start()
+
+    async def produce():
+        for n in range(count):
+            await layer.send("remote", {"type": "m", "n": n})
+            if n % 10 == 0:
+                await asyncio.sleep(0.0001)
+
+    asyncio.run(produce())
+    consumer.join(30)
+    assert not consumer.is_alive()
+    assert sorted(received) == list(range(count))
+
+
+def test_receiver_on_a_closed_loop_does_not_take_messages(layer_class, request):
+    upstream_fails(request, "asyncio.Queue hands the message to the dead receiver")
+    layer = layer_class()
+    old_loop = asyncio.new_event_loop()
+    old_loop.create_task(layer.receive("orphaned"))
+    old_loop.run_until_complete(asyncio.sleep(0.01))
+    old_loop.close()  # without cancelling the pending receive
+    asyncio.run(layer.send("orphaned", {"type": "kept"}))
+    assert asyncio.run(layer.receive("orphaned")) == {"type": "kept"}
+
+
 def test_async_to_sync_calls(layer_class):
     layer = layer_class()
     async_to_sync(layer.group_add)("room", "sync-chan")

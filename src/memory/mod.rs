@@ -91,8 +91,9 @@ impl Shared {
             if is_done(future)? {
                 return Ok(Some(message));
             }
-            future.call_method1(intern!(py, "set_result"), (message,))?;
-            return Ok(None);
+            // It fails when the future's loop is closed: that receiver is gone.
+            let set = future.call_method1(intern!(py, "set_result"), (message.clone_ref(py),));
+            return Ok(set.err().map(|_| message));
         }
         let handoff = Handoff {
             shared: Arc::clone(self),
