@@ -2,11 +2,13 @@
 InMemoryChannelLayer (see conftest.layer_class)."""
 
 import asyncio
+import gc
 import inspect
 import random
 import re
 import threading
 import time
+import weakref
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -559,6 +561,20 @@ def test_receiver_on_a_closed_loop_does_not_take_messages(layer_class, request):
     old_loop.close()  # without cancelling the pending receive
     asyncio.run(layer.send("orphaned", {"type": "kept"}))
     assert asyncio.run(layer.receive("orphaned")) == {"type": "kept"}
+
+
+def test_layer_left_with_a_waiting_receiver_is_freed(layer_class):
+    """override_settings drops layers without closing them: a layer whose
+    receive still waits on a closed loop must still be garbage-collected."""
+    layer = layer_class()
+    old_loop = asyncio.new_event_loop()
+    old_loop.create_task(layer.receive("left"))
+    old_loop.run_until_complete(asyncio.sleep(0.01))
+    old_loop.close()
+    freed = weakref.ref(layer)
+    del layer, old_loop
+    gc.collect()
+    assert freed() is None
 
 
 def test_async_to_sync_calls(layer_class):

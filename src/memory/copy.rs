@@ -64,18 +64,17 @@ fn copy_value<'py>(value: &Bound<'py, PyAny>, depth: usize) -> Result<Bound<'py,
         return Ok(copy.into_any());
     }
     if let Ok(list) = value.cast_exact::<PyList>() {
-        let items = list
-            .iter()
-            .map(|item| copy_value(&item, depth + 1))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(PyList::new(py, items)?.into_any());
+        return Ok(PyList::new(py, copy_items(list.iter(), depth)?)?.into_any());
     }
     if let Ok(tuple) = value.cast_exact::<PyTuple>() {
-        let items = tuple
-            .iter()
-            .map(|item| copy_value(&item, depth + 1))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(PyTuple::new(py, items)?.into_any());
+        return Ok(PyTuple::new(py, copy_items(tuple.iter(), depth)?)?.into_any());
     }
     Ok(python_deepcopy(value)?)
+}
+
+fn copy_items<'py>(
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    depth: usize,
+) -> Result<Vec<Bound<'py, PyAny>>, Failure> {
+    items.map(|item| copy_value(&item, depth + 1)).collect()
 }

@@ -17,6 +17,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::capacity::{unbounded_if_not_positive, Capacities};
 use crate::errors;
@@ -305,6 +306,19 @@ impl MemoryCore {
     fn flush(&self) {
         self.shared
             .with_state(|state, dropped| state.flush(dropped));
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The lock is never held while Python runs, so it is free here.
+        match self.shared.state.try_lock() {
+            Ok(state) => state.traverse(&visit),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn __clear__(&self) {
+        let state = std::mem::take(&mut *self.shared.lock());
+        drop(state);
     }
 
     // For the `channels` view.

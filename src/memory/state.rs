@@ -13,6 +13,7 @@ use std::thread::ThreadId;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 
 #[derive(Default)]
 pub struct Channel {
@@ -258,6 +259,21 @@ impl State {
         self.memberships.clear();
         self.checks.clear();
         self.armed.clear();
+    }
+
+    /// Shows Python's garbage collector every object held here, so a cycle
+    /// through a waiting receiver (future -> task -> layer) can be freed.
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for channel in self.channels.values() {
+            for (_, message) in &channel.queue {
+                visit.call(message)?;
+            }
+            for waiter in &channel.waiters {
+                visit.call(&waiter.future)?;
+                visit.call(&waiter.event_loop)?;
+            }
+        }
+        Ok(())
     }
 
     // Inspection, for the `channels` and `groups` views.
