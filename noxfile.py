@@ -6,7 +6,14 @@ import nox
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
 
-TEST_DEPS = ["pytest>=8", "pytest-asyncio>=0.24", "pytest-django>=4.9", "daphne>=4"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-asyncio>=0.24",
+    "pytest-django>=4.9",
+    "daphne>=4",
+    # The reference implementation our bytes must match.
+    "channels-redis[cryptography]>=4.3",
+]
 
 
 def install_package(session, *extra):

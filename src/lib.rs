@@ -2,6 +2,7 @@
 //! Django Channels. `python/channels_rs` is the thin Python face over it.
 
 mod capacity;
+mod codec;
 mod errors;
 mod memory;
 mod names;
@@ -11,6 +12,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<memory::MemoryCore>()?;
+    module.add_class::<codec::Serializer>()?;
     module.add_function(wrap_pyfunction!(names::random_letters, module)?)?;
     Ok(())
 }
