@@ -17,13 +17,14 @@ use pyo3::sync::PyOnceLock;
 
 /// Makes the Python result of an operation, on the loop thread.
 pub type Outcome = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
-/// Takes back a result whose future was cancelled before it arrived.
-pub type GiveBack = Box<dyn FnOnce(Python<'_>, Py<PyAny>) + Send>;
+/// Told what became of a result: `None` once the future holds it, or the
+/// value itself when the future was cancelled first, to be put back.
+pub type Settle = Box<dyn FnOnce(Python<'_>, Option<Py<PyAny>>) + Send>;
 
 pub struct Completion {
     pub future: Py<PyAny>,
     pub outcome: Outcome,
-    pub give_back: Option<GiveBack>,
+    pub settle: Option<Settle>,
 }
 
 /// The part tokio tasks hold.
@@ -78,18 +79,33 @@ impl Bridge {
 fn complete(py: Python<'_>, completion: Completion) -> PyResult<()> {
     let future = completion.future.bind(py);
     let cancelled = future.call_method0(intern!(py, "done"))?.is_truthy()?;
-    let outcome = (completion.outcome)(py);
-    match (cancelled, outcome, completion.give_back) {
-        (true, Ok(value), Some(give_back)) => give_back(py, value),
-        (true, _, _) => {}
-        (false, Ok(value), _) => {
-            future.call_method1(intern!(py, "set_result"), (value,))?;
+    let settle = completion.settle;
+    match (completion.outcome)(py) {
+        Ok(value) if cancelled => {
+            if let Some(settle) = settle {
+                settle(py, Some(value));
+            }
         }
-        (false, Err(err), _) => {
+        Ok(value) => {
+            future.call_method1(intern!(py, "set_result"), (value,))?;
+            if let Some(settle) = settle {
+                settle(py, None);
+            }
+        }
+        Err(_) if cancelled => {}
+        Err(err) => {
             future.call_method1(intern!(py, "set_exception"), (err.value(py),))?;
         }
     }
     Ok(())
+}
+
+/// The running event loop of this thread.
+pub fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET_RUNNING_LOOP
+        .import(py, "asyncio", "get_running_loop")?
+        .call0()
 }
 
 /// The bridge of `event_loop`, made (and registered with the loop) on first use.
@@ -97,22 +113,44 @@ pub fn for_loop(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Q
     static BRIDGES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let bridges = BRIDGES
         .get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("weakref")?.getattr("WeakKeyDictionary")?.call0()?.unbind())
+            Ok::<_, PyErr>(
+                py.import("weakref")?
+                    .getattr("WeakKeyDictionary")?
+                    .call0()?
+                    .unbind(),
+            )
         })?
         .bind(py);
-    if let Some(bridge) = bridges.call_method1(intern!(py, "get"), (event_loop,))?.cast::<Bridge>().ok() {
+    if let Ok(bridge) = bridges
+        .call_method1(intern!(py, "get"), (event_loop,))?
+        .cast::<Bridge>()
+    {
         return Ok(Arc::clone(&bridge.get().queue));
     }
     // SAFETY: eventfd returns a new descriptor or -1.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
-        return Err(PyOSError::new_err(format!("eventfd failed: {}", std::io::Error::last_os_error())));
+        return Err(PyOSError::new_err(format!(
+            "eventfd failed: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
     let signal = unsafe { OwnedFd::from_raw_fd(fd) };
-    let queue = Arc::new(Queue { signal, done: Mutex::new(Vec::new()) });
-    let bridge = Bound::new(py, Bridge { queue: Arc::clone(&queue) })?;
-    event_loop.call_method1(intern!(py, "add_reader"), (fd, bridge.getattr(intern!(py, "drain"))?))?;
+    let queue = Arc::new(Queue {
+        signal,
+        done: Mutex::new(Vec::new()),
+    });
+    let bridge = Bound::new(
+        py,
+        Bridge {
+            queue: Arc::clone(&queue),
+        },
+    )?;
+    event_loop.call_method1(
+        intern!(py, "add_reader"),
+        (fd, bridge.getattr(intern!(py, "drain"))?),
+    )?;
     bridges.set_item(event_loop, &bridge)?;
     Ok(queue)
 }

@@ -13,7 +13,9 @@ static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
 /// A handle to this process's runtime.
 pub fn handle() -> PyResult<Handle> {
     let pid = std::process::id();
-    let mut slot = RUNTIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut slot = RUNTIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((owner, runtime)) = slot.as_ref() {
         if *owner == pid {
             return Ok(runtime.handle().clone());
@@ -28,7 +30,9 @@ pub fn handle() -> PyResult<Handle> {
         .thread_name("channels-rs")
         .enable_all()
         .build()
-        .map_err(|err| PyRuntimeError::new_err(format!("cannot start the Redis I/O thread: {err}")))?;
+        .map_err(|err| {
+            PyRuntimeError::new_err(format!("cannot start the Redis I/O thread: {err}"))
+        })?;
     let handle = runtime.handle().clone();
     *slot = Some((pid, Arc::new(runtime)));
     Ok(handle)

@@ -4,6 +4,7 @@
 mod fernet;
 mod msgpack;
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -14,6 +15,7 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::errors::REPLY_CHANNEL_KEY;
 use fernet::Fernet;
 
+#[derive(Clone)]
 enum Format {
     Msgpack,
     Json,
@@ -21,6 +23,7 @@ enum Format {
 
 /// Turns messages into the bytes stored in Redis and back.
 #[pyclass(frozen, module = "channels_rs._core")]
+#[derive(Clone)]
 pub struct Serializer {
     format: Format,
     /// Encrypt with the first, decrypt with any (key rotation).
@@ -88,33 +91,157 @@ impl Serializer {
         Ok(out)
     }
 
-    /// The message stored as `bytes`.
-    pub fn decode<'py>(&self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        let body = bytes.get(self.prefix_length..).ok_or_else(|| {
-            PyValueError::new_err("stored message is shorter than its random prefix")
-        })?;
-        let plaintext;
-        let body = if self.keys.is_empty() {
-            body
-        } else {
-            let now = unix_seconds();
-            plaintext = self
-                .keys
-                .iter()
-                .find_map(|key| key.decrypt(body, self.max_age, now).ok())
-                .ok_or_else(|| {
-                    PyValueError::new_err(
-                        "message could not be decrypted with any of symmetric_encryption_keys \
-                         (a different key, or older than expiry + 10 seconds)",
-                    )
-                })?;
-            &plaintext
+    /// The plain body of `message` (no prefix, not encrypted), to be sealed
+    /// later, possibly with a reply entry added (see `seal`).
+    pub fn body(&self, message: &Bound<'_, PyDict>) -> PyResult<Vec<u8>> {
+        let mut out = Vec::new();
+        match self.format {
+            Format::Msgpack => msgpack::encode(message, &mut out)?,
+            Format::Json => {
+                let text: String = json(message.py(), "dumps")?.call1((message,))?.extract()?;
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored form of a `body`, with `__asgi_channel__: [names]` added
+    /// at the end: the same bytes as serializing the dict with that entry.
+    /// Needs no GIL.
+    pub fn seal(&self, body: &[u8], names: &[String]) -> Result<Vec<u8>, String> {
+        let mut out = vec![0; self.prefix_length];
+        getrandom::fill(&mut out).map_err(|err| err.to_string())?;
+        let body_at = out.len();
+        match self.format {
+            Format::Msgpack => msgpack::append_entry(body, REPLY_CHANNEL_KEY, names, &mut out)?,
+            Format::Json => json_append_entry(body, REPLY_CHANNEL_KEY, names, &mut out)?,
+        }
+        if let Some(key) = self.keys.first() {
+            let iv = random_bytes().map_err(|err| err.to_string())?;
+            let token = key.encrypt(&out[body_at..], unix_seconds(), iv);
+            out.truncate(body_at);
+            out.extend_from_slice(&token);
+        }
+        Ok(out)
+    }
+
+    /// The body of a stored message: prefix removed, decrypted.
+    fn plaintext<'b>(&self, bytes: &'b [u8]) -> Result<Cow<'b, [u8]>, String> {
+        let body = bytes
+            .get(self.prefix_length..)
+            .ok_or("stored message is shorter than its random prefix")?;
+        if self.keys.is_empty() {
+            return Ok(Cow::Borrowed(body));
+        }
+        let now = unix_seconds();
+        let found = self
+            .keys
+            .iter()
+            .find_map(|key| key.decrypt(body, self.max_age, now).ok());
+        found.map(Cow::Owned).ok_or_else(|| {
+            "message could not be decrypted with any of symmetric_encryption_keys \
+             (a different key, or older than expiry + 10 seconds)"
+                .to_owned()
+        })
+    }
+
+    /// Opens a stored message without Python: checks it decodes to a dict and
+    /// finds the process-local channels it is for (`__asgi_channel__`).
+    pub fn open(&self, bytes: &[u8]) -> Result<Opened, String> {
+        let body = self.plaintext(bytes)?.into_owned();
+        let reply = match self.format {
+            Format::Msgpack => {
+                msgpack::scan(&body, REPLY_CHANNEL_KEY).map_err(|err| err.to_string())?
+            }
+            Format::Json => {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|err| err.to_string())?;
+                let map = value
+                    .as_object()
+                    .ok_or("the message is not a JSON object")?;
+                match map.get(REPLY_CHANNEL_KEY) {
+                    Some(serde_json::Value::String(one)) => Some(vec![one.clone()]),
+                    Some(serde_json::Value::Array(many)) => many
+                        .iter()
+                        .map(|one| one.as_str().map(str::to_owned))
+                        .collect(),
+                    _ => None,
+                }
+            }
         };
+        Ok(Opened { body, reply })
+    }
+
+    /// The Python message an opened body holds.
+    pub fn read<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         match self.format {
             Format::Msgpack => msgpack::decode(py, body),
             Format::Json => json(py, "loads")?.call1((PyBytes::new(py, body),)),
         }
     }
+
+    /// The message stored as `bytes`.
+    pub fn decode<'py>(&self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        let body = self.plaintext(bytes).map_err(PyValueError::new_err)?;
+        self.read(py, &body)
+    }
+}
+
+/// `json.dumps` of an object with one more entry, from `json.dumps` of the
+/// object (Python's default separators and ASCII escapes).
+fn json_append_entry(
+    body: &[u8],
+    key: &str,
+    names: &[String],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let open = body
+        .strip_suffix(b"}")
+        .ok_or("the JSON body is not an object")?;
+    out.extend_from_slice(open);
+    if open != b"{" {
+        out.extend_from_slice(b", ");
+    }
+    json_string(key, out);
+    out.extend_from_slice(b": [");
+    for (at, name) in names.iter().enumerate() {
+        if at > 0 {
+            out.extend_from_slice(b", ");
+        }
+        json_string(name, out);
+    }
+    out.extend_from_slice(b"]}");
+    Ok(())
+}
+
+fn json_string(text: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\u{8}' => out.extend_from_slice(b"\\b"),
+            '\u{c}' => out.extend_from_slice(b"\\f"),
+            ' '..='~' => out.push(c as u8),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.extend_from_slice(format!("\\u{unit:04x}").as_bytes());
+                }
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// A stored message, decrypted and checked.
+pub struct Opened {
+    pub body: Vec<u8>,
+    /// The process-local channels named in it, if any.
+    pub reply: Option<Vec<String>>,
 }
 
 #[pymethods]

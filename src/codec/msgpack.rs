@@ -40,6 +40,45 @@ pub fn encode_with_entry(
     encode_value(extra, out, 1)
 }
 
+/// Copies the packed map `body` with one more entry, `key: [names]`, at the
+/// end: the same bytes `packb` gives for the dict with that entry added.
+pub fn append_entry(
+    body: &[u8],
+    key: &str,
+    names: &[String],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let (count, rest) = match body.split_first() {
+        Some((&marker @ 0x80..=0x8f, rest)) => (usize::from(marker & 0x0f), rest),
+        Some((0xde, rest)) if rest.len() >= 2 => (
+            usize::from(u16::from_be_bytes([rest[0], rest[1]])),
+            &rest[2..],
+        ),
+        Some((0xdf, rest)) if rest.len() >= 4 => {
+            let count = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            (
+                usize::try_from(count).map_err(|err| err.to_string())?,
+                &rest[4..],
+            )
+        }
+        _ => return Err("the message body is not a msgpack map".to_owned()),
+    };
+    let count = u32::try_from(count + 1).map_err(|err| err.to_string())?;
+    let fail = |err: rmp::encode::ValueWriteError| err.to_string();
+    rmp::encode::write_map_len(out, count).map_err(fail)?;
+    out.extend_from_slice(rest);
+    rmp::encode::write_str(out, key).map_err(fail)?;
+    rmp::encode::write_array_len(
+        out,
+        u32::try_from(names.len()).map_err(|err| err.to_string())?,
+    )
+    .map_err(fail)?;
+    for name in names {
+        rmp::encode::write_str(out, name).map_err(fail)?;
+    }
+    Ok(())
+}
+
 fn write<E: std::fmt::Display>(result: Result<impl Sized, E>) -> PyResult<()> {
     result
         .map(drop)
@@ -122,14 +161,189 @@ fn encode_bin(bytes: &[u8], out: &mut Vec<u8>) -> PyResult<()> {
     write(rmp::encode::write_bin(out, bytes))
 }
 
+/// Why bytes could not be decoded.
+pub enum Invalid {
+    Data(String),
+    Python(PyErr),
+}
+
+impl From<PyErr> for Invalid {
+    fn from(err: PyErr) -> Self {
+        Invalid::Python(err)
+    }
+}
+
+impl From<Invalid> for PyErr {
+    fn from(invalid: Invalid) -> Self {
+        match invalid {
+            Invalid::Data(text) => PyValueError::new_err(text),
+            Invalid::Python(err) => err,
+        }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invalid::Data(text) => f.write_str(text),
+            Invalid::Python(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+fn invalid(text: &str) -> Invalid {
+    Invalid::Data(text.to_owned())
+}
+
+/// What the reader makes of each msgpack value.
+trait Build {
+    type Value;
+    fn nil(&mut self) -> Result<Self::Value, Invalid>;
+    fn boolean(&mut self, value: bool) -> Result<Self::Value, Invalid>;
+    fn int(&mut self, value: i128) -> Result<Self::Value, Invalid>;
+    fn float(&mut self, value: f64) -> Result<Self::Value, Invalid>;
+    fn text(&mut self, value: &str) -> Result<Self::Value, Invalid>;
+    fn bin(&mut self, value: &[u8]) -> Result<Self::Value, Invalid>;
+    fn array(&mut self, items: Vec<Self::Value>) -> Result<Self::Value, Invalid>;
+    /// Keys were checked to be str or bytes.
+    fn map(
+        &mut self,
+        entries: Vec<(Self::Value, Self::Value)>,
+        depth: usize,
+    ) -> Result<Self::Value, Invalid>;
+    fn is_key(value: &Self::Value) -> bool;
+}
+
+/// Builds Python objects, as `msgpack.unpackb` would.
+struct Objects<'py>(Python<'py>);
+
+impl<'py> Build for Objects<'py> {
+    type Value = Bound<'py, PyAny>;
+    fn nil(&mut self) -> Result<Self::Value, Invalid> {
+        Ok(self.0.None().into_bound(self.0))
+    }
+    fn boolean(&mut self, value: bool) -> Result<Self::Value, Invalid> {
+        Ok(PyBool::new(self.0, value).to_owned().into_any())
+    }
+    fn int(&mut self, value: i128) -> Result<Self::Value, Invalid> {
+        Ok(PyInt::new(self.0, value).into_any())
+    }
+    fn float(&mut self, value: f64) -> Result<Self::Value, Invalid> {
+        Ok(PyFloat::new(self.0, value).into_any())
+    }
+    fn text(&mut self, value: &str) -> Result<Self::Value, Invalid> {
+        Ok(PyString::new(self.0, value).into_any())
+    }
+    fn bin(&mut self, value: &[u8]) -> Result<Self::Value, Invalid> {
+        Ok(PyBytes::new(self.0, value).into_any())
+    }
+    fn array(&mut self, items: Vec<Self::Value>) -> Result<Self::Value, Invalid> {
+        Ok(PyList::new(self.0, items)?.into_any())
+    }
+    fn map(
+        &mut self,
+        entries: Vec<(Self::Value, Self::Value)>,
+        _depth: usize,
+    ) -> Result<Self::Value, Invalid> {
+        let dict = PyDict::new(self.0);
+        for (key, value) in entries {
+            dict.set_item(key, value)?;
+        }
+        Ok(dict.into_any())
+    }
+    fn is_key(value: &Self::Value) -> bool {
+        value.is_exact_instance_of::<PyString>() || value.is_exact_instance_of::<PyBytes>()
+    }
+}
+
+/// Checks bytes without Python and finds the top-level `reply_key` entry: a
+/// string, or a list of strings.
+struct Scan<'k> {
+    reply_key: &'k str,
+    reply: Option<Vec<String>>,
+}
+
+/// What `Scan` keeps of a value: strings and lists of strings.
+enum Seen {
+    Key(String),
+    Bytes,
+    Texts(Vec<String>),
+    Other,
+}
+
+impl Build for Scan<'_> {
+    type Value = Seen;
+    fn nil(&mut self) -> Result<Seen, Invalid> {
+        Ok(Seen::Other)
+    }
+    fn boolean(&mut self, _: bool) -> Result<Seen, Invalid> {
+        Ok(Seen::Other)
+    }
+    fn int(&mut self, _: i128) -> Result<Seen, Invalid> {
+        Ok(Seen::Other)
+    }
+    fn float(&mut self, _: f64) -> Result<Seen, Invalid> {
+        Ok(Seen::Other)
+    }
+    fn text(&mut self, value: &str) -> Result<Seen, Invalid> {
+        Ok(Seen::Key(value.to_owned()))
+    }
+    fn bin(&mut self, _: &[u8]) -> Result<Seen, Invalid> {
+        Ok(Seen::Bytes)
+    }
+    fn array(&mut self, items: Vec<Seen>) -> Result<Seen, Invalid> {
+        let texts: Option<Vec<String>> = items
+            .into_iter()
+            .map(|item| match item {
+                Seen::Key(text) => Some(text),
+                _ => None,
+            })
+            .collect();
+        Ok(texts.map_or(Seen::Other, Seen::Texts))
+    }
+    fn map(&mut self, entries: Vec<(Seen, Seen)>, depth: usize) -> Result<Seen, Invalid> {
+        if depth == 0 {
+            for (key, value) in entries {
+                if matches!(&key, Seen::Key(name) if name == self.reply_key) {
+                    self.reply = match value {
+                        Seen::Key(one) => Some(vec![one]),
+                        Seen::Texts(many) => Some(many),
+                        _ => None,
+                    };
+                }
+            }
+        }
+        Ok(Seen::Other)
+    }
+    fn is_key(value: &Seen) -> bool {
+        matches!(value, Seen::Key(_) | Seen::Bytes)
+    }
+}
+
 /// The Python object `bytes` holds, which must be exactly one msgpack value.
 pub fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    Ok(read_whole(bytes, &mut Objects(py))?)
+}
+
+/// Checks that `bytes` is one message `decode` accepts (a map) and returns
+/// its top-level `reply_key` channel names, if any. Needs no GIL.
+pub fn scan(bytes: &[u8], reply_key: &str) -> Result<Option<Vec<String>>, Invalid> {
+    if !matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf)) {
+        return Err(invalid("the message is not a msgpack map"));
+    }
+    let mut scan = Scan {
+        reply_key,
+        reply: None,
+    };
+    read_whole(bytes, &mut scan)?;
+    Ok(scan.reply)
+}
+
+fn read_whole<B: Build>(bytes: &[u8], build: &mut B) -> Result<B::Value, Invalid> {
     let mut reader = Reader { bytes, at: 0 };
-    let value = reader.value(py, 0)?;
+    let value = reader.value(build, 0)?;
     if reader.at != bytes.len() {
-        return Err(PyValueError::new_err(
-            "extra bytes after the msgpack message",
-        ));
+        return Err(invalid("extra bytes after the msgpack message"));
     }
     Ok(value)
 }
@@ -139,12 +353,12 @@ struct Reader<'a> {
     at: usize,
 }
 
-fn truncated() -> PyErr {
-    PyValueError::new_err("msgpack data ends in the middle of a value")
+fn truncated() -> Invalid {
+    invalid("msgpack data ends in the middle of a value")
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, count: usize) -> PyResult<&'a [u8]> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], Invalid> {
         let end = self
             .at
             .checked_add(count)
@@ -155,160 +369,100 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    fn array<const N: usize>(&mut self) -> PyResult<[u8; N]> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Invalid> {
         Ok(self.take(N)?.try_into().expect("take returns N bytes"))
     }
 
-    fn u8(&mut self) -> PyResult<u8> {
-        Ok(self.array::<1>()?[0])
+    fn len8(&mut self) -> Result<usize, Invalid> {
+        Ok(self.array::<1>()?[0].into())
     }
 
-    fn u16(&mut self) -> PyResult<usize> {
+    fn len16(&mut self) -> Result<usize, Invalid> {
         Ok(u16::from_be_bytes(self.array()?).into())
     }
 
-    fn u32(&mut self) -> PyResult<usize> {
+    fn len32(&mut self) -> Result<usize, Invalid> {
         usize::try_from(u32::from_be_bytes(self.array()?)).map_err(|_| truncated())
     }
 
-    fn value<'py>(&mut self, py: Python<'py>, depth: usize) -> PyResult<Bound<'py, PyAny>> {
+    fn value<B: Build>(&mut self, build: &mut B, depth: usize) -> Result<B::Value, Invalid> {
         if depth > MAX_DEPTH {
-            return Err(too_deep());
+            return Err(invalid("message nests deeper than 512 levels"));
         }
-        let object = match Marker::from_u8(self.u8()?) {
-            Marker::Null => py.None().into_bound(py),
-            Marker::True => PyBool::new(py, true).to_owned().into_any(),
-            Marker::False => PyBool::new(py, false).to_owned().into_any(),
-            Marker::FixPos(n) => n.into_pyobject(py)?.into_any(),
-            Marker::FixNeg(n) => n.into_pyobject(py)?.into_any(),
-            Marker::U8 => self.u8()?.into_pyobject(py)?.into_any(),
-            Marker::U16 => u16::from_be_bytes(self.array()?)
-                .into_pyobject(py)?
-                .into_any(),
-            Marker::U32 => u32::from_be_bytes(self.array()?)
-                .into_pyobject(py)?
-                .into_any(),
-            Marker::U64 => u64::from_be_bytes(self.array()?)
-                .into_pyobject(py)?
-                .into_any(),
-            Marker::I8 => i8::from_be_bytes(self.array()?)
-                .into_pyobject(py)?
-                .into_any(),
-            Marker::I16 => i16::from_be_bytes(self.array()?)
-                .into_pyobject(py)?
-                .into_any(),
-            Marker::I32 => i32::from_be_bytes(self.array()?)
-                .into_pyobject(py)?
-                .into_any(),
-            Marker::I64 => i64::from_be_bytes(self.array()?)
-                .into_pyobject(py)?
-                .into_any(),
-            Marker::F32 => PyFloat::new(py, f32::from_be_bytes(self.array()?).into()).into_any(),
-            Marker::F64 => PyFloat::new(py, f64::from_be_bytes(self.array()?)).into_any(),
-            Marker::FixStr(len) => self.text(py, len.into())?,
-            Marker::Str8 => {
-                let len = self.u8()?.into();
-                self.text(py, len)?
-            }
-            Marker::Str16 => {
-                let len = self.u16()?;
-                self.text(py, len)?
-            }
-            Marker::Str32 => {
-                let len = self.u32()?;
-                self.text(py, len)?
-            }
-            Marker::Bin8 => {
-                let len = self.u8()?.into();
-                PyBytes::new(py, self.take(len)?).into_any()
-            }
-            Marker::Bin16 => {
-                let len = self.u16()?;
-                PyBytes::new(py, self.take(len)?).into_any()
-            }
-            Marker::Bin32 => {
-                let len = self.u32()?;
-                PyBytes::new(py, self.take(len)?).into_any()
-            }
-            Marker::FixArray(len) => self.list(py, len.into(), depth)?,
-            Marker::Array16 => {
-                let len = self.u16()?;
-                self.list(py, len, depth)?
-            }
-            Marker::Array32 => {
-                let len = self.u32()?;
-                self.list(py, len, depth)?
-            }
-            Marker::FixMap(len) => self.dict(py, len.into(), depth)?,
-            Marker::Map16 => {
-                let len = self.u16()?;
-                self.dict(py, len, depth)?
-            }
-            Marker::Map32 => {
-                let len = self.u32()?;
-                self.dict(py, len, depth)?
-            }
-            Marker::FixExt1
-            | Marker::FixExt2
-            | Marker::FixExt4
-            | Marker::FixExt8
-            | Marker::FixExt16
-            | Marker::Ext8
-            | Marker::Ext16
-            | Marker::Ext32 => {
-                return Err(PyValueError::new_err(
-                    "msgpack extension types are not messages",
-                ))
-            }
-            Marker::Reserved => return Err(PyValueError::new_err("invalid msgpack byte 0xc1")),
-        };
-        Ok(object)
+        match Marker::from_u8(self.array::<1>()?[0]) {
+            Marker::Null => build.nil(),
+            Marker::True => build.boolean(true),
+            Marker::False => build.boolean(false),
+            Marker::FixPos(n) => build.int(n.into()),
+            Marker::FixNeg(n) => build.int(n.into()),
+            Marker::U8 => build.int(u8::from_be_bytes(self.array()?).into()),
+            Marker::U16 => build.int(u16::from_be_bytes(self.array()?).into()),
+            Marker::U32 => build.int(u32::from_be_bytes(self.array()?).into()),
+            Marker::U64 => build.int(u64::from_be_bytes(self.array()?).into()),
+            Marker::I8 => build.int(i8::from_be_bytes(self.array()?).into()),
+            Marker::I16 => build.int(i16::from_be_bytes(self.array()?).into()),
+            Marker::I32 => build.int(i32::from_be_bytes(self.array()?).into()),
+            Marker::I64 => build.int(i64::from_be_bytes(self.array()?).into()),
+            Marker::F32 => build.float(f32::from_be_bytes(self.array()?).into()),
+            Marker::F64 => build.float(f64::from_be_bytes(self.array()?)),
+            Marker::FixStr(len) => self.text(build, len.into()),
+            Marker::Str8 => self.len8().and_then(|len| self.text(build, len)),
+            Marker::Str16 => self.len16().and_then(|len| self.text(build, len)),
+            Marker::Str32 => self.len32().and_then(|len| self.text(build, len)),
+            Marker::Bin8 => self.len8().and_then(|len| build.bin(self.take(len)?)),
+            Marker::Bin16 => self.len16().and_then(|len| build.bin(self.take(len)?)),
+            Marker::Bin32 => self.len32().and_then(|len| build.bin(self.take(len)?)),
+            Marker::FixArray(len) => self.list(build, len.into(), depth),
+            Marker::Array16 => self.len16().and_then(|len| self.list(build, len, depth)),
+            Marker::Array32 => self.len32().and_then(|len| self.list(build, len, depth)),
+            Marker::FixMap(len) => self.map(build, len.into(), depth),
+            Marker::Map16 => self.len16().and_then(|len| self.map(build, len, depth)),
+            Marker::Map32 => self.len32().and_then(|len| self.map(build, len, depth)),
+            Marker::Reserved => Err(invalid("invalid msgpack byte 0xc1")),
+            _ => Err(invalid("msgpack extension types are not messages")),
+        }
     }
 
-    fn text<'py>(&mut self, py: Python<'py>, len: usize) -> PyResult<Bound<'py, PyAny>> {
+    fn text<B: Build>(&mut self, build: &mut B, len: usize) -> Result<B::Value, Invalid> {
         let bytes = self.take(len)?;
         let text = std::str::from_utf8(bytes)
-            .map_err(|err| PyValueError::new_err(format!("msgpack string is not UTF-8: {err}")))?;
-        Ok(PyString::new(py, text).into_any())
+            .map_err(|err| Invalid::Data(format!("msgpack string is not UTF-8: {err}")))?;
+        build.text(text)
     }
 
-    fn list<'py>(
+    fn list<B: Build>(
         &mut self,
-        py: Python<'py>,
+        build: &mut B,
         len: usize,
         depth: usize,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> Result<B::Value, Invalid> {
         // Every element takes at least one byte: a longer count is a lie.
         if len > self.bytes.len() - self.at {
             return Err(truncated());
         }
-        let list = PyList::empty(py);
-        for _ in 0..len {
-            list.append(self.value(py, depth + 1)?)?;
-        }
-        Ok(list.into_any())
+        let items = (0..len)
+            .map(|_| self.value(build, depth + 1))
+            .collect::<Result<_, _>>()?;
+        build.array(items)
     }
 
-    fn dict<'py>(
+    fn map<B: Build>(
         &mut self,
-        py: Python<'py>,
+        build: &mut B,
         len: usize,
         depth: usize,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> Result<B::Value, Invalid> {
         if len > (self.bytes.len() - self.at) / 2 {
             return Err(truncated());
         }
-        let dict = PyDict::new(py);
+        let mut entries = Vec::with_capacity(len);
         for _ in 0..len {
-            let key = self.value(py, depth + 1)?;
-            if !(key.is_exact_instance_of::<PyString>() || key.is_exact_instance_of::<PyBytes>()) {
-                let kind = key.get_type().name()?;
-                return Err(PyValueError::new_err(format!(
-                    "{kind} is not allowed for map key"
-                )));
+            let key = self.value(build, depth + 1)?;
+            if !B::is_key(&key) {
+                return Err(invalid("map keys must be str or bytes"));
             }
-            dict.set_item(key, self.value(py, depth + 1)?)?;
+            entries.push((key, self.value(build, depth + 1)?));
         }
-        Ok(dict.into_any())
+        build.map(entries, depth)
     }
 }

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::bridge;
 use crate::capacity::{unbounded_if_not_positive, Capacities};
 use crate::errors;
 use crate::names;
@@ -152,13 +152,6 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     })
 }
 
-fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    GET_RUNNING_LOOP
-        .import(py, "asyncio", "get_running_loop")?
-        .call0()
-}
-
 impl MemoryCore {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.lock()
@@ -223,7 +216,7 @@ impl MemoryCore {
         if let Some(message) = queued {
             return Ok(message.into_bound(py));
         }
-        let event_loop = running_loop(py)?;
+        let event_loop = bridge::running_loop(py)?;
         let future = event_loop.call_method0(intern!(py, "create_future"))?;
         // A send from another thread may have landed while the future was made.
         let queued = self.shared.with_state(|state, dropped| {

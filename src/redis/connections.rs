@@ -1,0 +1,107 @@
+//! Connections to each shard, owned by the layer and the runtime, never by an
+//! event loop. Commands share one multiplexed connection per shard (so
+//! concurrent callers are pipelined); blocking pops take a dedicated one from
+//! a small pool, since they would stall everything queued behind them.
+//! Connections made before a fork are not used in the child.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, RedisResult};
+
+/// How long to wait for a connection or a reply before reporting an error.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+struct PerProcess {
+    pid: u32,
+    shared: Option<MultiplexedConnection>,
+    idle_blocking: Vec<MultiplexedConnection>,
+}
+
+pub struct Shard {
+    client: Client,
+    /// What the error messages call this shard: its address, no password.
+    pub name: String,
+    state: Mutex<PerProcess>,
+}
+
+impl Shard {
+    pub fn new(client: Client, name: String) -> Self {
+        let state = PerProcess {
+            pid: std::process::id(),
+            shared: None,
+            idle_blocking: Vec::new(),
+        };
+        Shard {
+            client,
+            name,
+            state: Mutex::new(state),
+        }
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&mut PerProcess) -> R) -> R {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = std::process::id();
+        if state.pid != pid {
+            // Inherited from the parent: their sockets are the parent's.
+            std::mem::forget(std::mem::replace(
+                &mut *state,
+                PerProcess {
+                    pid,
+                    shared: None,
+                    idle_blocking: Vec::new(),
+                },
+            ));
+        }
+        f(&mut state)
+    }
+
+    async fn connect(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(response_timeout);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// The shared connection for non-blocking commands.
+    pub async fn shared(&self) -> RedisResult<MultiplexedConnection> {
+        if let Some(connection) = self.with_state(|state| state.shared.clone()) {
+            return Ok(connection);
+        }
+        let connection = self.connect(Some(TIMEOUT)).await?;
+        Ok(self.with_state(|state| state.shared.get_or_insert(connection).clone()))
+    }
+
+    /// Forgets the shared connection after an error, so the next call reconnects.
+    pub fn drop_shared(&self) {
+        self.with_state(|state| state.shared = None);
+    }
+
+    /// A connection of its own for a blocking pop; give it back with `release`.
+    pub async fn blocking(&self) -> RedisResult<MultiplexedConnection> {
+        if let Some(connection) = self.with_state(|state| state.idle_blocking.pop()) {
+            return Ok(connection);
+        }
+        // No reply timeout: a blocking pop legitimately waits.
+        self.connect(None).await
+    }
+
+    /// Returns a blocking connection that just worked; one that failed is
+    /// simply dropped.
+    pub fn release(&self, connection: MultiplexedConnection) {
+        self.with_state(|state| state.idle_blocking.push(connection));
+    }
+
+    pub fn close(&self) {
+        self.with_state(|state| {
+            state.shared = None;
+            state.idle_blocking.clear();
+        });
+    }
+}

@@ -1,0 +1,128 @@
+//! Receiving on this layer's process-local channels (`specific.<client>!<id>`).
+//!
+//! All of them share one Redis key. While anyone waits on one, a single pump
+//! task pops that key (many messages per round trip when many are queued)
+//! and routes each message by its `__asgi_channel__` to the receiver waiting
+//! on that channel, or to a per-channel buffer of at most `capacity`
+//! messages (the oldest is dropped). A message handed to a receiver that was
+//! cancelled meanwhile goes back to the front of its channel.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pyo3::prelude::*;
+
+use crate::bridge::Queue;
+
+/// A message waiting in this process: still bytes, or already a dict that a
+/// cancelled receiver gave back.
+pub enum Buffered {
+    Body(Arc<Vec<u8>>),
+    Message(Py<PyAny>),
+}
+
+struct Waiter {
+    future: Py<PyAny>,
+    queue: Arc<Queue>,
+}
+
+#[derive(Default)]
+struct Channel {
+    buffer: VecDeque<Buffered>,
+    waiters: VecDeque<Waiter>,
+}
+
+impl Channel {
+    fn is_idle(&self) -> bool {
+        self.buffer.is_empty() && self.waiters.is_empty()
+    }
+}
+
+#[derive(Default)]
+pub struct Local {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// What `Local::route` did with a message.
+pub enum Routed {
+    /// Complete this waiter's future with the message.
+    Waiter(Py<PyAny>, Arc<Queue>, Buffered),
+    /// Buffered; the oldest message was dropped to make room, if any.
+    Buffered(Option<Buffered>),
+}
+
+impl Local {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Channel>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn has_waiters(&self) -> bool {
+        self.lock()
+            .values()
+            .any(|channel| !channel.waiters.is_empty())
+    }
+
+    /// The next buffered message of `channel`, if any.
+    pub fn take(&self, channel: &str) -> Option<Buffered> {
+        let mut channels = self.lock();
+        let entry = channels.get_mut(channel)?;
+        let taken = entry.buffer.pop_front();
+        if entry.is_idle() {
+            channels.remove(channel);
+        }
+        taken
+    }
+
+    /// Waits on `channel` unless a message arrived meanwhile (then returned).
+    pub fn wait(&self, channel: &str, future: Py<PyAny>, queue: Arc<Queue>) -> Option<Buffered> {
+        let mut channels = self.lock();
+        let entry = channels.entry(channel.to_owned()).or_default();
+        if let Some(buffered) = entry.buffer.pop_front() {
+            return Some(buffered);
+        }
+        entry.waiters.push_back(Waiter { future, queue });
+        None
+    }
+
+    /// Stops waiting with `future` (cancelled). Returns false if it was no
+    /// longer listed: a message may be on its way to it.
+    pub fn unwait(&self, channel: &str, future: &Bound<'_, PyAny>) -> bool {
+        let mut channels = self.lock();
+        let Some(entry) = channels.get_mut(channel) else {
+            return false;
+        };
+        let before = entry.waiters.len();
+        entry.waiters.retain(|waiter| !waiter.future.is(future));
+        let removed = entry.waiters.len() < before;
+        if entry.is_idle() {
+            channels.remove(channel);
+        }
+        removed
+    }
+
+    /// Gives `message` to the first waiter of `channel`, else buffers it
+    /// (at the front if `front`), keeping at most `capacity`.
+    pub fn route(&self, channel: &str, message: Buffered, capacity: usize, front: bool) -> Routed {
+        let mut channels = self.lock();
+        let entry = channels.entry(channel.to_owned()).or_default();
+        if let Some(waiter) = entry.waiters.pop_front() {
+            if entry.is_idle() {
+                channels.remove(channel);
+            }
+            return Routed::Waiter(waiter.future, waiter.queue, message);
+        }
+        if front {
+            entry.buffer.push_front(message);
+        } else {
+            entry.buffer.push_back(message);
+        }
+        if entry.buffer.len() <= capacity {
+            return Routed::Buffered(None);
+        }
+        Routed::Buffered(if front {
+            entry.buffer.pop_back()
+        } else {
+            entry.buffer.pop_front()
+        })
+    }
+}

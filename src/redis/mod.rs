@@ -1,0 +1,786 @@
+//! The Redis channel layer: channels_redis's data layout and bytes, one
+//! round trip per operation (server-side scripts run by SHA), connections
+//! owned by the layer and the tokio runtime rather than by an event loop.
+//!
+//! A Python call validates and serializes with the GIL it holds, spawns the
+//! Redis work on the runtime and returns an asyncio future; the result comes
+//! back through the loop's bridge (see `bridge`).
+
+mod connections;
+mod local;
+mod scripts;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pyo3::exceptions::{PyAssertionError, PyConnectionError, PyTimeoutError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use redis::aio::MultiplexedConnection;
+use redis::{Client, IntoConnectionInfo, RedisError};
+
+use crate::bridge::{self, Completion, Outcome, Queue, Settle};
+use crate::capacity::Capacities;
+use crate::codec::Serializer;
+use crate::errors::{self, REPLY_CHANNEL_KEY};
+use crate::names;
+use crate::runtime;
+use connections::Shard;
+use local::{Buffered, Local, Routed};
+
+/// How long one blocking pop waits before it is issued again.
+const BLOCK_SECONDS: f64 = 5.0;
+/// Most messages the local pump takes per round trip.
+const POP_BATCH: usize = 100;
+
+/// What BZPOPMIN returns: key, member, score.
+type Popped = (String, Vec<u8>, f64);
+
+/// Why an operation failed, turned into a Python exception on the loop thread.
+enum Failure {
+    Redis { shard: String, err: RedisError },
+    Full(String),
+    Data(String),
+}
+
+impl Failure {
+    fn into_py(self, py: Python<'_>) -> PyErr {
+        match self {
+            Failure::Full(channel) => errors::channel_full(py, &channel),
+            Failure::Data(text) => PyValueError::new_err(text),
+            Failure::Redis { shard, err } if err.is_timeout() => {
+                PyTimeoutError::new_err(format!("Redis at {shard} did not answer in time: {err}"))
+            }
+            Failure::Redis { shard, err } => {
+                PyConnectionError::new_err(format!("Redis at {shard} failed: {err}"))
+            }
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// channels_redis's shard of a name: crc32, 12 bits, scaled to the ring.
+fn consistent_hash(name: &str, ring: usize) -> usize {
+    if ring == 1 {
+        return 0;
+    }
+    let bucket = f64::from(crc32(name.as_bytes()) & 0xFFF);
+    (bucket / (4096.0 / ring as f64)) as usize
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+struct Inner {
+    prefix: String,
+    expiry: u64,
+    group_expiry: u64,
+    /// Most messages buffered per process-local channel.
+    capacity: usize,
+    serializer: Serializer,
+    shards: Vec<Shard>,
+    /// `specific.<client_prefix>!`, the name all local channels share.
+    local_name: String,
+    local: Local,
+    pump_running: AtomicBool,
+    next_send: AtomicUsize,
+    next_receive: AtomicUsize,
+}
+
+impl Inner {
+    fn key(&self, name: &str) -> String {
+        format!("{}{}", self.prefix, name)
+    }
+
+    fn failed(&self, shard: usize, err: RedisError) -> Failure {
+        if err.is_io_error() || err.is_connection_dropped() || err.is_timeout() {
+            self.shards[shard].drop_shared();
+        }
+        Failure::Redis {
+            shard: self.shards[shard].name.clone(),
+            err,
+        }
+    }
+
+    async fn shared(&self, shard: usize) -> Result<MultiplexedConnection, Failure> {
+        self.shards[shard]
+            .shared()
+            .await
+            .map_err(|err| self.failed(shard, err))
+    }
+
+    fn round_robin(&self, counter: &AtomicUsize) -> usize {
+        counter.fetch_add(1, Ordering::Relaxed) % self.shards.len()
+    }
+
+    async fn send(
+        &self,
+        shard: usize,
+        key: String,
+        member: Vec<u8>,
+        capacity: i64,
+        channel: String,
+    ) -> Result<(), Failure> {
+        let mut connection = self.shared(shard).await?;
+        let added: i64 = scripts::SEND
+            .key(key)
+            .arg(unix_now())
+            .arg(self.expiry)
+            .arg(capacity)
+            .arg(member)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|err| self.failed(shard, err))?;
+        if added == 0 {
+            return Err(Failure::Full(channel));
+        }
+        Ok(())
+    }
+
+    /// Pops one message of a normal channel, waiting as long as it takes,
+    /// and leaves a copy in its in-flight backup (see scripts::POP).
+    async fn pop(&self, shard: usize, key: &str) -> Result<Vec<u8>, Failure> {
+        let backup = format!("{key}$inflight");
+        let mut connection = self.shards[shard]
+            .blocking()
+            .await
+            .map_err(|err| self.failed(shard, err))?;
+        loop {
+            let popped: Vec<(Vec<u8>, f64)> = scripts::POP
+                .key(key)
+                .key(&backup)
+                .arg(1)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(|err| self.failed(shard, err))?;
+            if let Some((member, _)) = popped.into_iter().next() {
+                self.shards[shard].release(connection);
+                return Ok(member);
+            }
+            // Nothing queued: block. A message popped here is backed up in a
+            // second step, as channels_redis does.
+            let blocked: Option<Popped> = redis::cmd("BZPOPMIN")
+                .arg(key)
+                .arg(BLOCK_SECONDS)
+                .query_async(&mut connection)
+                .await
+                .map_err(|err| self.failed(shard, err))?;
+            if let Some((_, member, score)) = blocked {
+                let _: i64 = redis::cmd("ZADD")
+                    .arg(&backup)
+                    .arg(score)
+                    .arg(&member)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|err| self.failed(shard, err))?;
+                self.shards[shard].release(connection);
+                return Ok(member);
+            }
+        }
+    }
+
+    /// Removes one handled message from a normal channel's in-flight backup.
+    async fn clear_backup(&self, shard: usize, key: String) {
+        if let Ok(mut connection) = self.shared(shard).await {
+            let _: Result<redis::Value, _> = redis::cmd("ZPOPMIN")
+                .arg(format!("{key}$inflight"))
+                .query_async(&mut connection)
+                .await;
+        }
+    }
+
+    fn local_shard(&self) -> usize {
+        consistent_hash(&self.local_name, self.shards.len())
+    }
+
+    /// While anyone waits on a local channel: pop the local key and route.
+    async fn pump(self: Arc<Self>) {
+        let shard = self.local_shard();
+        let key = self.key(&self.local_name);
+        loop {
+            if !self.local.has_waiters() {
+                self.pump_running.store(false, Ordering::SeqCst);
+                // A waiter added just before the store saw the pump running.
+                if !self.local.has_waiters() || self.pump_running.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            }
+            match self.pop_local(shard, &key).await {
+                Ok(members) => {
+                    for member in members {
+                        self.route(member);
+                    }
+                }
+                Err(failure) => {
+                    let Failure::Redis { shard, err } = failure else {
+                        continue;
+                    };
+                    log::warn!(target: "channels_rs", "receiving from Redis at {shard} failed, retrying: {err}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits for the local key, then takes up to POP_BATCH members in the
+    /// same round trip.
+    async fn pop_local(&self, shard: usize, key: &str) -> Result<Vec<Vec<u8>>, Failure> {
+        let mut connection = self.shards[shard]
+            .blocking()
+            .await
+            .map_err(|err| self.failed(shard, err))?;
+        let (first, rest): (Option<Popped>, Vec<(Vec<u8>, f64)>) = redis::pipe()
+            .cmd("BZPOPMIN")
+            .arg(key)
+            .arg(BLOCK_SECONDS)
+            .cmd("ZPOPMIN")
+            .arg(key)
+            .arg(POP_BATCH - 1)
+            .query_async(&mut connection)
+            .await
+            .map_err(|err| self.failed(shard, err))?;
+        self.shards[shard].release(connection);
+        let first = first.map(|(_, member, _)| member);
+        Ok(first
+            .into_iter()
+            .chain(rest.into_iter().map(|(member, _)| member))
+            .collect())
+    }
+
+    /// Hands a popped local message to its channels' receivers or buffers.
+    fn route(self: &Arc<Self>, member: Vec<u8>) {
+        let opened = match self.serializer.open(&member) {
+            Ok(opened) => opened,
+            Err(problem) => {
+                log::error!(target: "channels_rs", "dropped a message that cannot be read: {problem}");
+                return;
+            }
+        };
+        let Some(channels) = opened.reply else {
+            log::error!(target: "channels_rs", "dropped a local message without {REPLY_CHANNEL_KEY}");
+            return;
+        };
+        let body = Arc::new(opened.body);
+        for channel in channels {
+            self.deliver_local(channel, Buffered::Body(Arc::clone(&body)), false);
+        }
+    }
+
+    fn deliver_local(self: &Arc<Self>, channel: String, message: Buffered, front: bool) {
+        match self.local.route(&channel, message, self.capacity, front) {
+            Routed::Buffered(_dropped) => {}
+            Routed::Waiter(future, queue, message) => {
+                let outcome: Outcome = match message {
+                    Buffered::Body(body) => {
+                        let reader = Arc::clone(self);
+                        Box::new(move |py| reader.read_local(py, &body).map(Bound::unbind))
+                    }
+                    Buffered::Message(dict) => Box::new(move |_py| Ok(dict)),
+                };
+                let inner = Arc::clone(self);
+                let settle: Settle = Box::new(move |_py, unused| {
+                    if let Some(unused) = unused {
+                        inner.deliver_local(channel, Buffered::Message(unused), true);
+                    }
+                });
+                queue.push(Completion {
+                    future,
+                    outcome,
+                    settle: Some(settle),
+                });
+            }
+        }
+    }
+
+    /// The Python message of a local body, without its routing entry.
+    fn read_local<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        let message = self.serializer.read(py, body)?;
+        if let Ok(dict) = message.cast::<PyDict>() {
+            dict.del_item(REPLY_CHANNEL_KEY).ok();
+        }
+        Ok(message)
+    }
+
+    async fn group_send(
+        &self,
+        group: String,
+        body: Vec<u8>,
+        members: Option<Vec<(String, i64)>>,
+        default_capacity: i64,
+    ) -> Result<(), Failure> {
+        let group_shard = consistent_hash(&group, self.shards.len());
+        let members = match members {
+            Some(members) => members,
+            None => {
+                let mut connection = self.shared(group_shard).await?;
+                let names: Vec<String> = scripts::GROUP_MEMBERS
+                    .key(format!("{}:group:{group}", self.prefix))
+                    .arg(unix_now())
+                    .arg(self.group_expiry)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(|err| self.failed(group_shard, err))?;
+                names
+                    .into_iter()
+                    .map(|name| (name, default_capacity))
+                    .collect()
+            }
+        };
+        // One copy per queue key, naming every member on that key.
+        let mut by_key: Vec<(String, usize, Vec<String>, i64)> = Vec::new();
+        for (member, capacity) in &members {
+            let queue_name = non_local_name(member);
+            let key = self.key(queue_name);
+            match by_key.iter_mut().find(|(existing, ..)| *existing == key) {
+                Some((_, _, names, _)) => names.push(member.clone()),
+                None => {
+                    let shard = consistent_hash(queue_name, self.shards.len());
+                    by_key.push((key, shard, vec![member.clone()], *capacity));
+                }
+            }
+        }
+        let mut full = 0;
+        for shard in 0..self.shards.len() {
+            let on_shard: Vec<_> = by_key.iter().filter(|(_, s, ..)| *s == shard).collect();
+            if on_shard.is_empty() {
+                continue;
+            }
+            let mut invocation = scripts::GROUP_SEND.prepare_invoke();
+            for (key, ..) in &on_shard {
+                invocation.key(key);
+            }
+            for (_, _, names, _) in &on_shard {
+                invocation.arg(self.serializer.seal(&body, names).map_err(Failure::Data)?);
+            }
+            for (.., capacity) in &on_shard {
+                invocation.arg(*capacity);
+            }
+            invocation.arg(unix_now()).arg(self.expiry);
+            let mut connection = self.shared(shard).await?;
+            let over: i64 = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(|err| self.failed(shard, err))?;
+            full += over;
+        }
+        if full > 0 {
+            log::info!(target: "channels_rs", "{full} of {} channels over capacity in group {group}", members.len());
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), Failure> {
+        let pattern = format!("{}*", glob_escape(&self.prefix));
+        for shard in 0..self.shards.len() {
+            let mut connection = self.shared(shard).await?;
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|err| self.failed(shard, err))?;
+                if !keys.is_empty() {
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(keys)
+                        .query_async(&mut connection)
+                        .await
+                        .map_err(|err| self.failed(shard, err))?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn glob_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c {
+            '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+            _ => vec![c],
+        })
+        .collect()
+}
+
+/// The part of a channel name up to and including its `!`, or all of it.
+fn non_local_name(name: &str) -> &str {
+    name.find('!').map_or(name, |bang| &name[..=bang])
+}
+
+#[pyclass(frozen, module = "channels_rs._core")]
+pub struct RedisCore {
+    inner: Arc<Inner>,
+    capacities: Capacities,
+    default_capacity: i64,
+    /// Set when `channel_capacity` has patterns: group_send then needs
+    /// Python to work out each member's capacity.
+    has_patterns: bool,
+    #[pyo3(get)]
+    client_prefix: String,
+}
+
+/// A future of the running loop, and its bridge.
+fn pending(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Arc<Queue>)> {
+    let event_loop = bridge::running_loop(py)?;
+    let queue = bridge::for_loop(py, &event_loop)?;
+    Ok((
+        event_loop.call_method0(intern!(py, "create_future"))?,
+        queue,
+    ))
+}
+
+/// Runs `work` on the runtime; its result completes the returned future.
+fn spawn<'py, T: Send + 'static>(
+    py: Python<'py>,
+    work: impl std::future::Future<Output = Result<T, Failure>> + Send + 'static,
+    to_python: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (future, queue) = pending(py)?;
+    let target = future.clone().unbind();
+    runtime::handle()?.spawn(async move {
+        let result = work.await;
+        let outcome: Outcome = Box::new(move |py| match result {
+            Ok(value) => to_python(py, value),
+            Err(failure) => Err(failure.into_py(py)),
+        });
+        queue.push(Completion {
+            future: target,
+            outcome,
+            settle: None,
+        });
+    });
+    Ok(future)
+}
+
+fn none(py: Python<'_>, _: ()) -> PyResult<Py<PyAny>> {
+    Ok(py.None())
+}
+
+#[pymethods]
+impl RedisCore {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        hosts: Vec<(String, String)>,
+        prefix: String,
+        expiry: f64,
+        group_expiry: f64,
+        capacity: i64,
+        channel_capacity: Vec<(Py<PyAny>, i64)>,
+        serializer: &Bound<'_, Serializer>,
+        client_prefix: String,
+    ) -> PyResult<Self> {
+        let mut shards = Vec::with_capacity(hosts.len());
+        for (url, name) in hosts {
+            let info = url
+                .as_str()
+                .into_connection_info()
+                .map_err(|err| PyValueError::new_err(format!("bad Redis address {name}: {err}")))?;
+            let client = Client::open(info)
+                .map_err(|err| PyValueError::new_err(format!("bad Redis address {name}: {err}")))?;
+            shards.push(Shard::new(client, name));
+        }
+        let has_patterns = !channel_capacity.is_empty();
+        let non_negative = |value: i64| usize::try_from(value).unwrap_or(0);
+        let patterns = channel_capacity
+            .into_iter()
+            .map(|(p, c)| (p, non_negative(c)))
+            .collect();
+        let inner = Inner {
+            prefix,
+            expiry: expiry.max(0.0) as u64,
+            group_expiry: group_expiry.max(0.0) as u64,
+            capacity: non_negative(capacity),
+            serializer: serializer.get().clone(),
+            shards,
+            local_name: format!("specific.{client_prefix}!"),
+            local: Local::default(),
+            pump_running: AtomicBool::new(false),
+            next_send: AtomicUsize::new(0),
+            next_receive: AtomicUsize::new(0),
+        };
+        Ok(RedisCore {
+            inner: Arc::new(inner),
+            capacities: Capacities::new(non_negative(capacity), patterns),
+            default_capacity: capacity,
+            has_patterns,
+            client_prefix,
+        })
+    }
+
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &Bound<'py, PyAny>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let message = errors::require_dict(message)?;
+        let name = names::channel(py, channel)?;
+        errors::require_no_reply_channel(message)?;
+        let inner = &self.inner;
+        let (key, shard, member) = if name.contains('!') {
+            let queue_name = non_local_name(&name);
+            let shard = consistent_hash(queue_name, inner.shards.len());
+            (
+                inner.key(queue_name),
+                shard,
+                inner.serializer.encode(message, Some(channel))?,
+            )
+        } else {
+            let shard = inner.round_robin(&inner.next_send);
+            (
+                inner.key(&name),
+                shard,
+                inner.serializer.encode(message, None)?,
+            )
+        };
+        let capacity = self.capacity_of(py, &name)?;
+        let inner = Arc::clone(inner);
+        spawn(
+            py,
+            async move { inner.send(shard, key, member, capacity, name).await },
+            none,
+        )
+    }
+
+    /// A message, or a future of one. If awaiting the future fails (it was
+    /// cancelled), call `abandon`.
+    fn receive<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = names::channel(py, channel)?;
+        let inner = &self.inner;
+        if name.contains('!') {
+            if non_local_name(&name) != inner.local_name {
+                return Err(PyAssertionError::new_err(format!(
+                    "Wrong client prefix: {name:?} belongs to another layer instance"
+                )));
+            }
+            return self.receive_local(py, name);
+        }
+        let shard = inner.round_robin(&inner.next_receive);
+        let key = inner.key(&name);
+        let (future, queue) = pending(py)?;
+        let target = future.clone().unbind();
+        let inner = Arc::clone(inner);
+        runtime::handle()?.spawn(async move {
+            let popped = inner.pop(shard, &key).await;
+            let reader = Arc::clone(&inner);
+            let outcome: Outcome = Box::new(move |py| match popped {
+                Ok(member) => {
+                    let message = reader.serializer.decode(py, &member)?;
+                    if let Ok(dict) = message.cast::<PyDict>() {
+                        dict.del_item(REPLY_CHANNEL_KEY).ok();
+                    }
+                    Ok(message.unbind())
+                }
+                Err(failure) => Err(failure.into_py(py)),
+            });
+            // Taken: drop the backup. Cancelled: leave it; the next receive
+            // on this channel (ours or channels_redis's) puts it back.
+            let settle: Settle = Box::new(move |_py, unused| {
+                if unused.is_none() {
+                    if let Ok(handle) = runtime::handle() {
+                        handle.spawn(async move { inner.clear_backup(shard, key).await });
+                    }
+                }
+            });
+            queue.push(Completion {
+                future: target,
+                outcome,
+                settle: Some(settle),
+            });
+        });
+        Ok(future)
+    }
+
+    /// After an await of a `receive` future failed: stop waiting, and put
+    /// back a message that arrived but was never taken.
+    fn abandon(&self, py: Python<'_>, channel: &str, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !channel.contains('!') {
+            return Ok(());
+        }
+        self.inner.local.unwait(channel, future);
+        let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
+        if future.call_method0(intern!(py, "done"))?.is_truthy()? && !cancelled {
+            let message = future.call_method0(intern!(py, "result"))?.unbind();
+            self.inner
+                .deliver_local(channel.to_owned(), Buffered::Message(message), true);
+        }
+        Ok(())
+    }
+
+    fn group_add<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+        channel: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let group = names::group(py, group)?;
+        let channel = names::channel(py, channel)?;
+        let inner = Arc::clone(&self.inner);
+        spawn(
+            py,
+            async move {
+                let shard = consistent_hash(&group, inner.shards.len());
+                let mut connection = inner.shared(shard).await?;
+                let _: redis::Value = scripts::GROUP_ADD
+                    .key(format!("{}:group:{group}", inner.prefix))
+                    .arg(unix_now())
+                    .arg(inner.group_expiry)
+                    .arg(channel)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(|err| inner.failed(shard, err))?;
+                Ok(())
+            },
+            none,
+        )
+    }
+
+    fn group_discard<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+        channel: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let group = names::group(py, group)?;
+        let channel = names::channel(py, channel)?;
+        let inner = Arc::clone(&self.inner);
+        spawn(
+            py,
+            async move {
+                let shard = consistent_hash(&group, inner.shards.len());
+                let mut connection = inner.shared(shard).await?;
+                let _: i64 = redis::cmd("ZREM")
+                    .arg(format!("{}:group:{group}", inner.prefix))
+                    .arg(channel)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|err| inner.failed(shard, err))?;
+                Ok(())
+            },
+            none,
+        )
+    }
+
+    /// Members of `group` (stale ones dropped): for group_send with
+    /// capacity patterns, which Python must match.
+    fn group_members<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let group = names::group(py, group)?;
+        let inner = Arc::clone(&self.inner);
+        spawn(
+            py,
+            async move {
+                let shard = consistent_hash(&group, inner.shards.len());
+                let mut connection = inner.shared(shard).await?;
+                let names: Vec<String> = scripts::GROUP_MEMBERS
+                    .key(format!("{}:group:{group}", inner.prefix))
+                    .arg(unix_now())
+                    .arg(inner.group_expiry)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(|err| inner.failed(shard, err))?;
+                Ok(names)
+            },
+            |py, names| Ok(PyList::new(py, names)?.into_any().unbind()),
+        )
+    }
+
+    #[pyo3(signature = (group, message, members=None))]
+    fn group_send<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+        message: &Bound<'py, PyAny>,
+        members: Option<Vec<(String, i64)>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let message = errors::require_dict(message)?;
+        let group = names::group(py, group)?;
+        errors::require_no_reply_channel(message)?;
+        let body = self.inner.serializer.body(message)?;
+        let inner = Arc::clone(&self.inner);
+        let capacity = self.default_capacity;
+        spawn(
+            py,
+            async move { inner.group_send(group, body, members, capacity).await },
+            none,
+        )
+    }
+
+    #[getter]
+    fn has_capacity_patterns(&self) -> bool {
+        self.has_patterns
+    }
+
+    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = Arc::clone(&self.inner);
+        spawn(py, async move { inner.flush().await }, none)
+    }
+
+    /// Drops this process's connections; the next operation reconnects.
+    fn close(&self) {
+        for shard in &self.inner.shards {
+            shard.close();
+        }
+    }
+}
+impl RedisCore {
+    fn capacity_of(&self, py: Python<'_>, channel: &str) -> PyResult<i64> {
+        if !self.has_patterns {
+            return Ok(self.default_capacity);
+        }
+        Ok(i64::try_from(self.capacities.of(py, channel)?).unwrap_or(i64::MAX))
+    }
+
+    fn receive_local<'py>(&self, py: Python<'py>, channel: String) -> PyResult<Bound<'py, PyAny>> {
+        let inner = &self.inner;
+        if let Some(buffered) = inner.local.take(&channel) {
+            return self.materialize(py, buffered);
+        }
+        let (future, queue) = pending(py)?;
+        if let Some(buffered) = inner.local.wait(&channel, future.clone().unbind(), queue) {
+            return self.materialize(py, buffered);
+        }
+        if !inner.pump_running.swap(true, Ordering::SeqCst) {
+            runtime::handle()?.spawn(Arc::clone(inner).pump());
+        }
+        Ok(future)
+    }
+
+    fn materialize<'py>(&self, py: Python<'py>, buffered: Buffered) -> PyResult<Bound<'py, PyAny>> {
+        match buffered {
+            Buffered::Body(body) => self.inner.read_local(py, &body),
+            Buffered::Message(message) => Ok(message.into_bound(py)),
+        }
+    }
+}
