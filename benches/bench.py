@@ -13,6 +13,7 @@ import time
 from importlib.metadata import version
 
 import channels.layers
+
 import channels_rs
 
 SEQUENTIAL = 20_000

@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async  # noqa: E402
 from channels.layers import get_channel_layer  # noqa: E402
 from channels.testing import WebsocketCommunicator  # noqa: E402
 from django.test import Client  # noqa: E402
+
 from testproject.asgi import application  # noqa: E402
 
 

@@ -1,6 +1,8 @@
 import channels.layers
-import channels_rs
 import pytest
+
+import channels_rs
+from redis_server import RedisServer
 
 IN_MEMORY_LAYERS = {
     "rs": channels_rs.InMemoryChannelLayer,
@@ -27,3 +29,11 @@ def upstream_fails(request, reason):
     """Mark the running test an expected failure when it runs on upstream."""
     if request.node.callspec.params.get("layer_class") == "upstream":
         request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+
+@pytest.fixture(scope="session")
+def redis():
+    """One real Redis server for the session, on a free loopback port."""
+    server = RedisServer()
+    yield server
+    server.stop()

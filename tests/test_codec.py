@@ -8,6 +8,7 @@ import random
 import msgpack
 import pytest
 from channels_redis.serializers import registry
+
 from channels_rs._core import Serializer
 
 INTS = [

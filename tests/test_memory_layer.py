@@ -14,6 +14,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
+
 from conftest import upstream_fails
 
 CHANNEL_ERROR = (

@@ -15,7 +15,9 @@ def _host_urls(hosts):
     if not hosts:
         hosts = [{"address": "redis://localhost:6379"}]
     if isinstance(hosts, (str, bytes)):
-        raise ValueError("You must pass a list of Redis hosts, even if there is only one.")
+        raise ValueError(
+            "You must pass a list of Redis hosts, even if there is only one."
+        )
     urls = []
     for entry in hosts:
         if isinstance(entry, dict):
@@ -70,16 +72,26 @@ class RedisChannelLayer(BaseChannelLayer):
         urls = _host_urls(hosts)
         self.ring_size = len(urls)
         if isinstance(symmetric_encryption_keys, (str, bytes)):
-            raise ValueError("symmetric_encryption_keys must be a list of possible keys")
-        keys = [k.encode() if isinstance(k, str) else k
-                for k in symmetric_encryption_keys or []]
+            raise ValueError(
+                "symmetric_encryption_keys must be a list of possible keys"
+            )
+        keys = [
+            k.encode() if isinstance(k, str) else k
+            for k in symmetric_encryption_keys or []
+        ]
         self._serializer = _core.Serializer(
             serializer_format, keys, random_prefix_length, expiry
         )
         self.client_prefix = uuid.uuid4().hex
         self._core = _core.RedisCore(
-            urls, prefix, expiry, group_expiry, capacity, self.channel_capacity,
-            self._serializer, self.client_prefix,
+            urls,
+            prefix,
+            expiry,
+            group_expiry,
+            capacity,
+            self.channel_capacity,
+            self._serializer,
+            self.client_prefix,
         )
 
     async def send(self, channel, message):
@@ -101,7 +113,9 @@ class RedisChannelLayer(BaseChannelLayer):
     async def new_channel(self, prefix="specific"):
         """A new channel name that only this layer instance receives on."""
         if prefix != "specific":
-            raise NotImplementedError("new_channel() supports only the default prefix yet")
+            raise NotImplementedError(
+                "new_channel() supports only the default prefix yet"
+            )
         return f"{prefix}.{self.client_prefix}!{uuid.uuid4().hex}"
 
     async def group_add(self, group, channel):

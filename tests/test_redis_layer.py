@@ -1,0 +1,236 @@
+"""channels_rs.RedisChannelLayer on a real server, and side by side with the
+real channels_redis on the same server (a mixed fleet during a migration)."""
+
+import asyncio
+import re
+import threading
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.exceptions import ChannelFull
+from channels_redis.core import RedisChannelLayer as UpstreamLayer
+
+from channels_rs import InvalidMessage, RedisChannelLayer
+from redis_server import command
+
+
+@pytest.fixture
+async def layer(redis):
+    layer = RedisChannelLayer(hosts=[redis.url])
+    yield layer
+    await layer.flush()
+
+
+def keys(redis):
+    return sorted(
+        re.findall(rb"\$\d+\r\n([^\r]*)\r\n", command(redis.port, "KEYS", "*"))
+    )
+
+
+async def receive(layer, channel, timeout=3):
+    return await asyncio.wait_for(layer.receive(channel), timeout)
+
+
+async def test_send_receive_and_keys_in_redis(layer, redis):
+    await layer.send("http.request", {"type": "http.request", "body": b"\x00\x01"})
+    assert keys(redis) == [b"asgihttp.request"]
+    assert await receive(layer, "http.request") == {
+        "type": "http.request",
+        "body": b"\x00\x01",
+    }
+
+
+async def test_fifo(layer):
+    for n in range(30):
+        await layer.send("ordered", {"type": "m", "n": n})
+    assert [(await receive(layer, "ordered"))["n"] for _ in range(30)] == list(
+        range(30)
+    )
+
+
+async def test_receive_waits_for_a_later_send(layer):
+    receiver = asyncio.create_task(receive(layer, "later"))
+    await asyncio.sleep(0.05)
+    await layer.send("later", {"type": "late"})
+    assert await receiver == {"type": "late"}
+
+
+async def test_process_local_channels(layer, redis):
+    first, second = await layer.new_channel(), await layer.new_channel()
+    assert re.fullmatch(rf"specific\.{layer.client_prefix}![0-9a-f]{{32}}", first)
+    waiting = asyncio.create_task(receive(layer, second))
+    await asyncio.sleep(0.05)
+    await layer.send(first, {"type": "to.first"})
+    await layer.send(second, {"type": "to.second"})
+    assert await waiting == {"type": "to.second"}
+    assert await receive(layer, first) == {"type": "to.first"}
+
+
+async def test_receiving_another_instances_channel_is_refused(layer, redis):
+    other = RedisChannelLayer(hosts=[redis.url])
+    with pytest.raises(AssertionError, match="client prefix"):
+        await layer.receive(await other.new_channel())
+
+
+async def test_groups(layer):
+    members = [await layer.new_channel() for _ in range(3)] + ["worker.normal"]
+    for member in members:
+        await layer.group_add("room", member)
+    await layer.group_discard("room", members[1])
+    await layer.group_send("room", {"type": "hello"})
+    for member in (members[0], members[2], "worker.normal"):
+        assert await receive(layer, member) == {"type": "hello"}
+    with pytest.raises(asyncio.TimeoutError):
+        await receive(layer, members[1], timeout=0.3)
+
+
+async def test_capacity(redis):
+    layer = RedisChannelLayer(
+        hosts=[redis.url], capacity=2, channel_capacity={"big.*": 3}
+    )
+    for _ in range(2):
+        await layer.send("small", {"type": "x"})
+    with pytest.raises(ChannelFull):
+        await layer.send("small", {"type": "x"})
+    for _ in range(3):
+        await layer.send("big.one", {"type": "x"})
+    with pytest.raises(ChannelFull):
+        await layer.send("big.one", {"type": "x"})
+    await layer.flush()
+
+
+async def test_group_send_skips_full_members_and_logs(redis, caplog):
+    layer = RedisChannelLayer(hosts=[redis.url], capacity=1)
+    await layer.group_add("room", "busy")
+    await layer.group_add("room", "idle")
+    await layer.send("busy", {"type": "first"})
+    with caplog.at_level("INFO", logger="channels_rs"):
+        await layer.group_send("room", {"type": "broadcast"})
+    assert "1 of 2 channels over capacity in group room" in caplog.text
+    assert await receive(layer, "idle") == {"type": "broadcast"}
+    assert await receive(layer, "busy") == {"type": "first"}
+    await layer.flush()
+
+
+async def test_bad_messages_write_nothing(layer, redis):
+    with pytest.raises(InvalidMessage):
+        await layer.send("chan", ["not a dict"])
+    with pytest.raises(TypeError, match="keys must be str"):
+        await layer.send("chan", {"type": "x", 1: "int key"})
+    with pytest.raises(TypeError, match="can not serialize"):
+        await layer.group_send("room", {"type": "x", "obj": object()})
+    with pytest.raises(TypeError, match="Channel name must be"):
+        await layer.send("bad name", {"type": "x"})
+    assert keys(redis) == []
+
+
+async def test_flush_removes_only_our_prefix(layer, redis):
+    other = RedisChannelLayer(hosts=[redis.url], prefix="other")
+    await layer.send("chan", {"type": "x"})
+    await layer.group_add("room", "chan")
+    await other.send("chan", {"type": "x"})
+    await layer.flush()
+    assert keys(redis) == [b"otherchan"]
+    await other.flush()
+
+
+async def test_cancelled_local_receive_keeps_the_message(layer):
+    channel = await layer.new_channel()
+    for _ in range(5):
+        receiver = asyncio.create_task(layer.receive(channel))
+        await asyncio.sleep(0.02)
+        receiver.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiver
+    await layer.send(channel, {"type": "kept"})
+    assert await receive(layer, channel) == {"type": "kept"}
+
+
+def test_group_send_from_threads_with_async_to_sync(redis):
+    layer = RedisChannelLayer(hosts=[redis.url])
+    async_to_sync(layer.group_add)("room", "sink")
+    errors = []
+
+    def sender():
+        try:
+            for _ in range(20):
+                async_to_sync(layer.group_send)("room", {"type": "tick"})
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    got = [async_to_sync(layer.receive)("sink") for _ in range(80)]
+    assert got == [{"type": "tick"}] * 80
+    async_to_sync(layer.flush)()
+
+
+async def test_unreachable_server_is_a_clear_connection_error():
+    layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1"])
+    with pytest.raises(ConnectionError, match="127.0.0.1:1"):
+        await asyncio.wait_for(layer.send("chan", {"type": "x"}), 10)
+
+
+# Interop with channels_redis on the same server
+
+
+@pytest.fixture(
+    params=[
+        {},
+        {"serializer_format": "json"},
+        {"symmetric_encryption_keys": ["new-key", "old-key"]},
+    ],
+    ids=["msgpack", "json", "encrypted"],
+)
+def pair(request, redis):
+    config = {"hosts": [redis.url], **request.param}
+    return RedisChannelLayer(**config), UpstreamLayer(**config)
+
+
+async def test_interop_normal_channels(pair):
+    ours, theirs = pair
+    await theirs.send("mixed", {"type": "from.python", "n": 1})
+    assert await receive(ours, "mixed") == {"type": "from.python", "n": 1}
+    await ours.send("mixed", {"type": "from.rust", "n": 2})
+    assert await receive(theirs, "mixed") == {"type": "from.rust", "n": 2}
+    await ours.flush()
+
+
+async def test_interop_process_local_channels(pair):
+    ours, theirs = pair
+    our_channel, their_channel = await ours.new_channel(), await theirs.new_channel()
+    await theirs.send(our_channel, {"type": "to.rust"})
+    await ours.send(their_channel, {"type": "to.python"})
+    assert await receive(ours, our_channel) == {"type": "to.rust"}
+    assert await receive(theirs, their_channel) == {"type": "to.python"}
+    await ours.flush()
+
+
+async def test_interop_groups_with_members_of_both(pair):
+    ours, theirs = pair
+    our_channel, their_channel = await ours.new_channel(), await theirs.new_channel()
+    await ours.group_add("mixed-room", our_channel)
+    await theirs.group_add("mixed-room", their_channel)
+    await ours.group_send("mixed-room", {"type": "from.rust"})
+    await theirs.group_send("mixed-room", {"type": "from.python"})
+    for layer, channel in ((ours, our_channel), (theirs, their_channel)):
+        got = [await receive(layer, channel) for _ in range(2)]
+        assert sorted(m["type"] for m in got) == ["from.python", "from.rust"]
+    await ours.flush()
+
+
+async def test_interop_bytes_are_identical(redis):
+    """Without the random prefix, both write exactly the same member."""
+    config = {"hosts": [redis.url], "random_prefix_length": 0}
+    ours, theirs = RedisChannelLayer(**config), UpstreamLayer(**config)
+    message = {"type": "x", "text": "héllo", "n": [1, 2.5, None]}
+    assert ours.serialize(message) == theirs.serialize(message)
+    await ours.send("same", message)
+    await theirs.send("same", message)
+    reply = command(redis.port, "ZRANGE", "asgisame", "0", "-1")
+    assert reply.startswith(b"*1\r\n")  # one member: the same bytes twice
+    await ours.flush()
