@@ -1,7 +1,7 @@
 """Benchmark channels_rs's layers against the originals, in one run, on this
 machine. Prints messages per second for each and the ratio.
 
-    python benches/bench.py [--quick]
+    python benches/bench.py [--quick] [--only memory|redis]
 """
 
 import argparse
@@ -11,10 +11,14 @@ import statistics
 import sys
 import time
 from importlib.metadata import version
+from pathlib import Path
 
 import channels.layers
+from asgiref.sync import async_to_sync
 
 import channels_rs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 SEQUENTIAL = 20_000
 PAIRS, PER_PAIR = 100, 200
@@ -22,17 +26,18 @@ FAN_OUT_MEMBERS, FAN_OUT_ROUNDS = 100, 200
 DRAIN_MEMBERS = 10_000
 
 
-async def round_trip(layer, count):
+async def round_trip(layer, count, local=False):
     """send then receive on one channel, one message at a time."""
+    channel = await layer.new_channel() if local else "bench-rt"
     message = {"type": "bench.message", "text": "hello"}
     start = time.perf_counter()
     for _ in range(count):
-        await layer.send("bench-rt", message)
-        await layer.receive("bench-rt")
+        await layer.send(channel, message)
+        await layer.receive(channel)
     return count / (time.perf_counter() - start)
 
 
-async def concurrent_pairs(layer, pairs, per_pair):
+async def concurrent_pairs(layer, pairs, per_pair, local=False):
     """`pairs` producers each sending to their own channel, `pairs` receivers."""
     message = {"type": "bench.message", "text": "hello"}
 
@@ -45,7 +50,10 @@ async def concurrent_pairs(layer, pairs, per_pair):
         for _ in range(per_pair):
             await layer.receive(channel)
 
-    channels = [f"bench-pair-{n}" for n in range(pairs)]
+    if local:
+        channels = [await layer.new_channel() for _ in range(pairs)]
+    else:
+        channels = [f"bench-pair-{n}" for n in range(pairs)]
     start = time.perf_counter()
     await asyncio.gather(*map(consume, channels), *map(produce, channels))
     return pairs * per_pair / (time.perf_counter() - start)
@@ -94,6 +102,36 @@ async def drain(layer, members):
     return members / (time.perf_counter() - start)
 
 
+def sync_group_send(layer, calls):
+    """async_to_sync(group_send) from plain sync code, as views and tasks do."""
+    async_to_sync(layer.group_add)("bench-sync", "bench-sync-sink")
+    start = time.perf_counter()
+    for _ in range(calls):
+        async_to_sync(layer.group_send)("bench-sync", {"type": "bench.message"})
+    rate = calls / (time.perf_counter() - start)
+    async_to_sync(layer.flush)()
+    return rate
+
+
+def sync_no_op(calls):
+    """The ceiling for any async_to_sync call: a coroutine that does nothing."""
+
+    async def nothing():
+        pass
+
+    start = time.perf_counter()
+    for _ in range(calls):
+        async_to_sync(nothing)()
+    return calls / (time.perf_counter() - start)
+
+
+async def flushed(layer, scenario, *args):
+    try:
+        return await scenario(layer, *args)
+    finally:
+        await layer.flush()
+
+
 def best_of(runs, scenario, make_layer, *args):
     """Median of `runs` runs, each on a fresh layer."""
     rates = [asyncio.run(scenario(make_layer(), *args)) for _ in range(runs)]
@@ -127,6 +165,50 @@ def in_memory_rows(quick):
         theirs = best_of(runs, scenario, lambda c=config: upstream(**c), *args)
         mine = best_of(runs, scenario, lambda c=config: ours(**c), *args)
         yield name, mine, theirs
+
+
+def redis_rows(url, quick):
+    scale = 5 if quick else 1
+    upstream_core = __import__("channels_redis.core", fromlist=["RedisChannelLayer"])
+    # redis-py pools refuse a 101st connection: 100 receivers need more.
+    theirs = {"hosts": [{"address": url, "max_connections": 1000}], "capacity": 100_000}
+    mine = {"hosts": [url], "capacity": 100_000}
+
+    def run(scenario, *args, runs=3):
+        def make(cls, config):
+            return lambda: cls(**config)
+
+        def measure(cls, config):
+            wrapped = lambda layer, *a: flushed(layer, scenario, *a)  # noqa: E731
+            return best_of(runs, wrapped, make(cls, config), *args)
+
+        return (
+            measure(channels_rs.RedisChannelLayer, mine),
+            measure(upstream_core.RedisChannelLayer, theirs),
+        )
+
+    yield ("a) round trip, normal channel", *run(round_trip, 2000 // scale))
+    yield ("b) 100 pairs, normal channels", *run(concurrent_pairs, PAIRS, 20 // scale))
+    yield ("c) group_send to 100 waiting", *run(fan_out, FAN_OUT_MEMBERS, 50 // scale))
+    yield ("d) round trip, new_channel()", *run(round_trip, 2000 // scale, True))
+    yield (
+        "e) 100 pairs, new_channel()",
+        *run(concurrent_pairs, PAIRS, 20 // scale, True),
+    )
+    calls = 500 // scale
+    ceiling = statistics.median(sync_no_op(calls) for _ in range(3))
+    ours = statistics.median(
+        sync_group_send(channels_rs.RedisChannelLayer(**mine), calls) for _ in range(3)
+    )
+    upstream = statistics.median(
+        sync_group_send(upstream_core.RedisChannelLayer(**theirs), calls)
+        for _ in range(3)
+    )
+    yield ("f) async_to_sync(group_send)", ours, upstream)
+    print(
+        f"   async_to_sync(no-op) ceiling: {ceiling:,.0f} calls/s; channels_rs at "
+        f"{ours / ceiling:.0%} of it, channels_redis at {upstream / ceiling:.0%}"
+    )
 
 
 def print_table(title, rows, baseline):
