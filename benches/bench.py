@@ -223,17 +223,36 @@ def print_table(title, rows, baseline):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tenth of the work")
+    parser.add_argument("--quick", action="store_true", help="less work, noisier")
+    parser.add_argument("--only", choices=["memory", "redis"])
     options = parser.parse_args()
     print(
         f"Python {platform.python_version()}, channels {version('channels')}, "
         f"channels-rs {version('channels-rs')}, {platform.machine()}"
     )
-    print_table(
-        "InMemoryChannelLayer (messages/s, median of 3; drain: 1 run)",
-        in_memory_rows(options.quick),
-        "channels",
-    )
+    if options.only != "redis":
+        print_table(
+            "InMemoryChannelLayer (messages/s, median of 3; drain: 1 run)",
+            in_memory_rows(options.quick),
+            "channels",
+        )
+    if options.only != "memory":
+        from redis_server import RedisServer, server_binary
+
+        server = RedisServer()
+        try:
+            print(
+                f"\nRedis: {Path(server_binary()).name} on 127.0.0.1:{server.port}; "
+                f"channels_redis {version('channels-redis')}, "
+                f"redis-py {version('redis')}"
+            )
+            print_table(
+                "RedisChannelLayer (messages/s or calls/s, median of 3)",
+                redis_rows(server.url, options.quick),
+                "channels_redis",
+            )
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -498,7 +498,9 @@ impl RedisCore {
             let info = url
                 .as_str()
                 .into_connection_info()
-                .map_err(|err| PyValueError::new_err(format!("bad Redis address {name}: {err}")))?;
+                .map_err(|err| PyValueError::new_err(format!("bad Redis address {name}: {err}")))?
+                // Small commands must leave at once, not wait for Nagle.
+                .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
             let client = Client::open(info)
                 .map_err(|err| PyValueError::new_err(format!("bad Redis address {name}: {err}")))?;
             shards.push(Shard::new(client, name));
