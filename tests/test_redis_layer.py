@@ -4,6 +4,7 @@ real channels_redis on the same server (a mixed fleet during a migration)."""
 import asyncio
 import re
 import threading
+import time
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -234,3 +235,88 @@ async def test_interop_bytes_are_identical(redis):
     reply = command(redis.port, "ZRANGE", "asgisame", "0", "-1")
     assert reply.startswith(b"*1\r\n")  # one member: the same bytes twice
     await ours.flush()
+
+
+# Bad bytes in Redis
+
+
+def zadd(redis, key, member):
+    """Adds a raw member, scored now like a fresh message."""
+    score = str(time.time())
+    assert command(redis.port, "ZADD", key, score, member).startswith(b":")
+
+
+async def test_garbage_on_a_normal_channel_is_dropped_and_logged(layer, redis, caplog):
+    zadd(redis, "asgijunk", "not msgpack at all, long enough for the prefix")
+    await layer.send("junk", {"type": "good"})
+    with caplog.at_level("ERROR", logger="channels_rs"):
+        assert await receive(layer, "junk") == {"type": "good"}
+    assert "cannot be read" in caplog.text
+
+
+async def test_garbage_on_the_local_key_does_not_stop_the_pump(layer, redis, caplog):
+    channel = await layer.new_channel()
+    waiting = asyncio.create_task(receive(layer, channel))
+    await asyncio.sleep(0.05)
+    with caplog.at_level("ERROR", logger="channels_rs"):
+        zadd(redis, f"asgispecific.{layer.client_prefix}!", "x" * 30)
+        await asyncio.sleep(0.05)
+        await layer.send(channel, {"type": "after.garbage"})
+        assert await waiting == {"type": "after.garbage"}
+    assert "cannot be read" in caplog.text
+
+
+async def test_wrong_encryption_key_drops_the_message_with_a_log(redis, caplog):
+    writer = RedisChannelLayer(hosts=[redis.url], symmetric_encryption_keys=["a"])
+    reader = RedisChannelLayer(hosts=[redis.url], symmetric_encryption_keys=["b"])
+    await writer.send("secret", {"type": "unreadable"})
+    await reader.send("secret", {"type": "readable"})
+    with caplog.at_level("ERROR", logger="channels_rs"):
+        assert await receive(reader, "secret") == {"type": "readable"}
+    assert "could not be decrypted" in caplog.text
+    await reader.flush()
+
+
+# Plain sync code
+
+
+def test_sync_methods_need_no_event_loop(redis):
+    layer = RedisChannelLayer(hosts=[redis.url], capacity=1)
+    async_to_sync(layer.group_add)("room", "member")
+    layer.send_sync("direct", {"type": "direct"})
+    with pytest.raises(ChannelFull):
+        layer.send_sync("direct", {"type": "too many"})
+    layer.group_send_sync("room", {"type": "broadcast"})
+    with pytest.raises(InvalidMessage):
+        layer.group_send_sync("room", "not a dict")
+    assert async_to_sync(layer.receive)("direct") == {"type": "direct"}
+    assert async_to_sync(layer.receive)("member") == {"type": "broadcast"}
+    async_to_sync(layer.flush)()
+
+
+def connected_clients(redis):
+    info = command(redis.port, "INFO", "clients").decode()
+    return int(re.search(r"connected_clients:(\d+)", info).group(1))
+
+
+def test_sixteen_threads_of_async_to_sync_share_connections(redis):
+    layer = RedisChannelLayer(hosts=[redis.url])
+    async_to_sync(layer.group_add)("busy-room", "sink")
+    before = connected_clients(redis)
+    errors = []
+
+    def sender():
+        try:
+            for _ in range(200):
+                async_to_sync(layer.group_send)("busy-room", {"type": "tick"})
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=sender) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert connected_clients(redis) - before <= 1
+    async_to_sync(layer.flush)()

@@ -7,5 +7,11 @@ Switch a project by changing the BACKEND in ``CHANNEL_LAYERS``, e.g.
 from .core import RedisChannelLayer
 from .exceptions import InvalidMessage
 from .layers import InMemoryChannelLayer
+from .settings import layers_from_env
 
-__all__ = ["InMemoryChannelLayer", "InvalidMessage", "RedisChannelLayer"]
+__all__ = [
+    "InMemoryChannelLayer",
+    "InvalidMessage",
+    "RedisChannelLayer",
+    "layers_from_env",
+]

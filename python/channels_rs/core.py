@@ -129,9 +129,23 @@ class RedisChannelLayer(BaseChannelLayer):
         (logged at INFO on the ``channels_rs`` logger)."""
         members = None
         if self._core.has_capacity_patterns:
-            names = await self._core.group_members(group)
-            members = [(name, self.get_capacity(name)) for name in names]
+            members = self._with_capacities(await self._core.group_members(group))
         await self._core.group_send(group, message, members)
+
+    def send_sync(self, channel, message):
+        """``send`` for plain sync code (views, signals, Celery tasks,
+        management commands): no event loop, same errors."""
+        self._core.send_sync(channel, message)
+
+    def group_send_sync(self, group, message):
+        """``group_send`` for plain sync code: no event loop needed."""
+        members = None
+        if self._core.has_capacity_patterns:
+            members = self._with_capacities(self._core.group_members_sync(group))
+        self._core.group_send_sync(group, message, members)
+
+    def _with_capacities(self, names):
+        return [(name, self.get_capacity(name)) for name in names]
 
     async def flush(self):
         """Delete every key with this layer's prefix, on every shard."""

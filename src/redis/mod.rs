@@ -152,8 +152,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Pops one message of a normal channel, waiting as long as it takes,
-    /// and leaves a copy in its in-flight backup (see scripts::POP).
+    /// Pops the next readable message of a normal channel, waiting as long
+    /// as it takes, and returns its body; a copy stays in the in-flight
+    /// backup (see scripts::POP). Unreadable messages are dropped with a log
+    /// line, so one bad message cannot stop a consumer.
     async fn pop(&self, shard: usize, key: &str) -> Result<Vec<u8>, Failure> {
         let backup = format!("{key}$inflight");
         let mut connection = self.shards[shard]
@@ -161,37 +163,66 @@ impl Inner {
             .await
             .map_err(|err| self.failed(shard, err))?;
         loop {
-            let popped: Vec<(Vec<u8>, f64)> = scripts::POP
-                .key(key)
-                .key(&backup)
-                .arg(1)
-                .invoke_async(&mut connection)
-                .await
-                .map_err(|err| self.failed(shard, err))?;
-            if let Some((member, _)) = popped.into_iter().next() {
-                self.shards[shard].release(connection);
-                return Ok(member);
-            }
-            // Nothing queued: block. A message popped here is backed up in a
-            // second step, as channels_redis does.
-            let blocked: Option<Popped> = redis::cmd("BZPOPMIN")
-                .arg(key)
-                .arg(BLOCK_SECONDS)
-                .query_async(&mut connection)
-                .await
-                .map_err(|err| self.failed(shard, err))?;
-            if let Some((_, member, score)) = blocked {
-                let _: i64 = redis::cmd("ZADD")
-                    .arg(&backup)
-                    .arg(score)
-                    .arg(&member)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|err| self.failed(shard, err))?;
-                self.shards[shard].release(connection);
-                return Ok(member);
+            let Some(member) = self
+                .pop_member(shard, key, &backup, &mut connection)
+                .await?
+            else {
+                continue;
+            };
+            match self.serializer.open(&member) {
+                Ok(opened) => {
+                    self.shards[shard].release(connection);
+                    return Ok(opened.body);
+                }
+                Err(problem) => {
+                    log::error!(target: "channels_rs", "dropped a message on {key} that cannot be read: {problem}");
+                    let _: Result<i64, _> = redis::cmd("ZREM")
+                        .arg(&backup)
+                        .arg(&member)
+                        .query_async(&mut connection)
+                        .await;
+                }
             }
         }
+    }
+
+    /// One member, backed up; `None` when a blocking pop timed out.
+    async fn pop_member(
+        &self,
+        shard: usize,
+        key: &str,
+        backup: &str,
+        connection: &mut MultiplexedConnection,
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        let popped: Vec<(Vec<u8>, f64)> = scripts::POP
+            .key(key)
+            .key(backup)
+            .arg(1)
+            .invoke_async(connection)
+            .await
+            .map_err(|err| self.failed(shard, err))?;
+        if let Some((member, _)) = popped.into_iter().next() {
+            return Ok(Some(member));
+        }
+        // Nothing queued: block. A message popped here is backed up in a
+        // second step, as channels_redis does.
+        let blocked: Option<Popped> = redis::cmd("BZPOPMIN")
+            .arg(key)
+            .arg(BLOCK_SECONDS)
+            .query_async(connection)
+            .await
+            .map_err(|err| self.failed(shard, err))?;
+        let Some((_, member, score)) = blocked else {
+            return Ok(None);
+        };
+        let _: i64 = redis::cmd("ZADD")
+            .arg(backup)
+            .arg(score)
+            .arg(&member)
+            .query_async(connection)
+            .await
+            .map_err(|err| self.failed(shard, err))?;
+        Ok(Some(member))
     }
 
     /// Removes one handled message from a normal channel's in-flight backup.
@@ -288,7 +319,7 @@ impl Inner {
                 let outcome: Outcome = match message {
                     Buffered::Body(body) => {
                         let reader = Arc::clone(self);
-                        Box::new(move |py| reader.read_local(py, &body).map(Bound::unbind))
+                        Box::new(move |py| reader.read_body(py, &body).map(Bound::unbind))
                     }
                     Buffered::Message(dict) => Box::new(move |_py| Ok(dict)),
                 };
@@ -307,13 +338,26 @@ impl Inner {
         }
     }
 
-    /// The Python message of a local body, without its routing entry.
-    fn read_local<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    /// The Python message of an opened body, without its routing entry.
+    fn read_body<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         let message = self.serializer.read(py, body)?;
         if let Ok(dict) = message.cast::<PyDict>() {
             dict.del_item(REPLY_CHANNEL_KEY).ok();
         }
         Ok(message)
+    }
+
+    /// The members of `group`, stale ones dropped first.
+    async fn group_members(&self, group: &str) -> Result<Vec<String>, Failure> {
+        let shard = consistent_hash(group, self.shards.len());
+        let mut connection = self.shared(shard).await?;
+        scripts::GROUP_MEMBERS
+            .key(format!("{}:group:{group}", self.prefix))
+            .arg(unix_now())
+            .arg(self.group_expiry)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|err| self.failed(shard, err))
     }
 
     async fn group_send(
@@ -323,18 +367,10 @@ impl Inner {
         members: Option<Vec<(String, i64)>>,
         default_capacity: i64,
     ) -> Result<(), Failure> {
-        let group_shard = consistent_hash(&group, self.shards.len());
         let members = match members {
             Some(members) => members,
             None => {
-                let mut connection = self.shared(group_shard).await?;
-                let names: Vec<String> = scripts::GROUP_MEMBERS
-                    .key(format!("{}:group:{group}", self.prefix))
-                    .arg(unix_now())
-                    .arg(self.group_expiry)
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(|err| self.failed(group_shard, err))?;
+                let names = self.group_members(&group).await?;
                 names
                     .into_iter()
                     .map(|name| (name, default_capacity))
@@ -475,6 +511,16 @@ fn spawn<'py, T: Send + 'static>(
     Ok(future)
 }
 
+/// Redis work for an operation, ready to run.
+type Work<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Failure>> + Send>>;
+
+/// Runs `work` to completion on this thread, the GIL released meanwhile.
+fn block<T: Send>(py: Python<'_>, work: Work<T>) -> PyResult<T> {
+    let handle = runtime::handle()?;
+    py.detach(|| handle.block_on(work))
+        .map_err(|failure| failure.into_py(py))
+}
+
 fn none(py: Python<'_>, _: ()) -> PyResult<Py<PyAny>> {
     Ok(py.None())
 }
@@ -539,33 +585,17 @@ impl RedisCore {
         channel: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let message = errors::require_dict(message)?;
-        let name = names::channel(py, channel)?;
-        errors::require_no_reply_channel(message)?;
-        let inner = &self.inner;
-        let (key, shard, member) = if name.contains('!') {
-            let queue_name = non_local_name(&name);
-            let shard = consistent_hash(queue_name, inner.shards.len());
-            (
-                inner.key(queue_name),
-                shard,
-                inner.serializer.encode(message, Some(channel))?,
-            )
-        } else {
-            let shard = inner.round_robin(&inner.next_send);
-            (
-                inner.key(&name),
-                shard,
-                inner.serializer.encode(message, None)?,
-            )
-        };
-        let capacity = self.capacity_of(py, &name)?;
-        let inner = Arc::clone(inner);
-        spawn(
-            py,
-            async move { inner.send(shard, key, member, capacity, name).await },
-            none,
-        )
+        spawn(py, self.send_work(py, channel, message)?, none)
+    }
+
+    /// `send` for plain sync code: blocks this thread (not the GIL) until done.
+    fn send_sync(
+        &self,
+        py: Python<'_>,
+        channel: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        block(py, self.send_work(py, channel, message)?)
     }
 
     /// A message, or a future of one. If awaiting the future fails (it was
@@ -594,13 +624,7 @@ impl RedisCore {
             let popped = inner.pop(shard, &key).await;
             let reader = Arc::clone(&inner);
             let outcome: Outcome = Box::new(move |py| match popped {
-                Ok(member) => {
-                    let message = reader.serializer.decode(py, &member)?;
-                    if let Ok(dict) = message.cast::<PyDict>() {
-                        dict.del_item(REPLY_CHANNEL_KEY).ok();
-                    }
-                    Ok(message.unbind())
-                }
+                Ok(body) => reader.read_body(py, &body).map(Bound::unbind),
                 Err(failure) => Err(failure.into_py(py)),
             });
             // Taken: drop the backup. Cancelled: leave it; the next receive
@@ -698,24 +722,17 @@ impl RedisCore {
         py: Python<'py>,
         group: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let group = names::group(py, group)?;
-        let inner = Arc::clone(&self.inner);
-        spawn(
-            py,
-            async move {
-                let shard = consistent_hash(&group, inner.shards.len());
-                let mut connection = inner.shared(shard).await?;
-                let names: Vec<String> = scripts::GROUP_MEMBERS
-                    .key(format!("{}:group:{group}", inner.prefix))
-                    .arg(unix_now())
-                    .arg(inner.group_expiry)
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(|err| inner.failed(shard, err))?;
-                Ok(names)
-            },
-            |py, names| Ok(PyList::new(py, names)?.into_any().unbind()),
-        )
+        spawn(py, self.group_members_work(py, group)?, |py, names| {
+            Ok(PyList::new(py, names)?.into_any().unbind())
+        })
+    }
+
+    fn group_members_sync(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<String>> {
+        block(py, self.group_members_work(py, group)?)
     }
 
     #[pyo3(signature = (group, message, members=None))]
@@ -726,17 +743,19 @@ impl RedisCore {
         message: &Bound<'py, PyAny>,
         members: Option<Vec<(String, i64)>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let message = errors::require_dict(message)?;
-        let group = names::group(py, group)?;
-        errors::require_no_reply_channel(message)?;
-        let body = self.inner.serializer.body(message)?;
-        let inner = Arc::clone(&self.inner);
-        let capacity = self.default_capacity;
-        spawn(
-            py,
-            async move { inner.group_send(group, body, members, capacity).await },
-            none,
-        )
+        spawn(py, self.group_send_work(py, group, message, members)?, none)
+    }
+
+    /// `group_send` for plain sync code: blocks this thread (not the GIL).
+    #[pyo3(signature = (group, message, members=None))]
+    fn group_send_sync(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+        members: Option<Vec<(String, i64)>>,
+    ) -> PyResult<()> {
+        block(py, self.group_send_work(py, group, message, members)?)
     }
 
     #[getter]
@@ -757,6 +776,67 @@ impl RedisCore {
     }
 }
 impl RedisCore {
+    fn send_work(
+        &self,
+        py: Python<'_>,
+        channel: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<Work<()>> {
+        let message = errors::require_dict(message)?;
+        let name = names::channel(py, channel)?;
+        errors::require_no_reply_channel(message)?;
+        let inner = &self.inner;
+        let (key, shard, member) = if name.contains('!') {
+            let queue_name = non_local_name(&name);
+            let shard = consistent_hash(queue_name, inner.shards.len());
+            (
+                inner.key(queue_name),
+                shard,
+                inner.serializer.encode(message, Some(channel))?,
+            )
+        } else {
+            let shard = inner.round_robin(&inner.next_send);
+            (
+                inner.key(&name),
+                shard,
+                inner.serializer.encode(message, None)?,
+            )
+        };
+        let capacity = self.capacity_of(py, &name)?;
+        let inner = Arc::clone(inner);
+        Ok(Box::pin(async move {
+            inner.send(shard, key, member, capacity, name).await
+        }))
+    }
+
+    fn group_members_work(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+    ) -> PyResult<Work<Vec<String>>> {
+        let group = names::group(py, group)?;
+        let inner = Arc::clone(&self.inner);
+        Ok(Box::pin(async move { inner.group_members(&group).await }))
+    }
+
+    fn group_send_work(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+        members: Option<Vec<(String, i64)>>,
+    ) -> PyResult<Work<()>> {
+        let message = errors::require_dict(message)?;
+        let group = names::group(py, group)?;
+        errors::require_no_reply_channel(message)?;
+        let body = self.inner.serializer.body(message)?;
+        let inner = Arc::clone(&self.inner);
+        let capacity = self.default_capacity;
+        Ok(Box::pin(async move {
+            inner.group_send(group, body, members, capacity).await
+        }))
+    }
+
     fn capacity_of(&self, py: Python<'_>, channel: &str) -> PyResult<i64> {
         if !self.has_patterns {
             return Ok(self.default_capacity);
@@ -781,7 +861,7 @@ impl RedisCore {
 
     fn materialize<'py>(&self, py: Python<'py>, buffered: Buffered) -> PyResult<Bound<'py, PyAny>> {
         match buffered {
-            Buffered::Body(body) => self.inner.read_local(py, &body),
+            Buffered::Body(body) => self.inner.read_body(py, &body),
             Buffered::Message(message) => Ok(message.into_bound(py)),
         }
     }
