@@ -209,6 +209,21 @@ def redis_rows(url, quick):
         f"   async_to_sync(no-op) ceiling: {ceiling:,.0f} calls/s; channels_rs at "
         f"{ours / ceiling:.0%} of it, channels_redis at {upstream / ceiling:.0%}"
     )
+    direct = statistics.median(
+        sync_direct(channels_rs.RedisChannelLayer(**mine), calls * 10) for _ in range(3)
+    )
+    yield ("g) group_send_sync vs f", direct, upstream)
+
+
+def sync_direct(layer, calls):
+    """channels_rs's group_send_sync: plain sync code, no event loop."""
+    async_to_sync(layer.group_add)("bench-sync", "bench-sync-sink")
+    start = time.perf_counter()
+    for _ in range(calls):
+        layer.group_send_sync("bench-sync", {"type": "bench.message"})
+    rate = calls / (time.perf_counter() - start)
+    async_to_sync(layer.flush)()
+    return rate
 
 
 def print_table(title, rows, baseline):
