@@ -97,7 +97,8 @@ struct Inner {
     /// `specific.<client_prefix>!`, the name all local channels share.
     local_name: String,
     local: Local,
-    pump_running: AtomicBool,
+    /// Per shard: is a pump reading our local key there?
+    pumps_running: Vec<AtomicBool>,
     next_send: AtomicUsize,
     next_receive: AtomicUsize,
 }
@@ -235,19 +236,18 @@ impl Inner {
         }
     }
 
-    fn local_shard(&self) -> usize {
-        consistent_hash(&self.local_name, self.shards.len())
-    }
-
-    /// While anyone waits on a local channel: pop the local key and route.
-    async fn pump(self: Arc<Self>) {
-        let shard = self.local_shard();
+    /// While anyone waits on a local channel: pop the local key on `shard`
+    /// and route. Every shard has one: our senders use the shard of the
+    /// non-local name, but channels_redis's use the shard of the full name
+    /// (its bug #94), which can be any.
+    async fn pump(self: Arc<Self>, shard: usize) {
         let key = self.key(&self.local_name);
+        let running = &self.pumps_running[shard];
         loop {
             if !self.local.has_waiters() {
-                self.pump_running.store(false, Ordering::SeqCst);
+                running.store(false, Ordering::SeqCst);
                 // A waiter added just before the store saw the pump running.
-                if !self.local.has_waiters() || self.pump_running.swap(true, Ordering::SeqCst) {
+                if !self.local.has_waiters() || running.swap(true, Ordering::SeqCst) {
                     return;
                 }
             }
@@ -551,6 +551,7 @@ impl RedisCore {
                 .map_err(|err| PyValueError::new_err(format!("bad Redis address {name}: {err}")))?;
             shards.push(Shard::new(client, name));
         }
+        let shard_count = shards.len();
         let has_patterns = !channel_capacity.is_empty();
         let non_negative = |value: i64| usize::try_from(value).unwrap_or(0);
         let patterns = channel_capacity
@@ -566,7 +567,7 @@ impl RedisCore {
             shards,
             local_name: format!("specific.{client_prefix}!"),
             local: Local::default(),
-            pump_running: AtomicBool::new(false),
+            pumps_running: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
         };
@@ -853,8 +854,10 @@ impl RedisCore {
         if let Some(buffered) = inner.local.wait(&channel, future.clone().unbind(), queue) {
             return self.materialize(py, buffered);
         }
-        if !inner.pump_running.swap(true, Ordering::SeqCst) {
-            runtime::handle()?.spawn(Arc::clone(inner).pump());
+        for (shard, running) in inner.pumps_running.iter().enumerate() {
+            if !running.swap(true, Ordering::SeqCst) {
+                runtime::handle()?.spawn(Arc::clone(inner).pump(shard));
+            }
         }
         Ok(future)
     }
