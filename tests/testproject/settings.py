@@ -1,7 +1,7 @@
 """A small Django project that loads its channel layer the way users do:
-through CHANNEL_LAYERS BACKEND. TESTPROJECT_LAYER picks another backend."""
+through CHANNEL_LAYERS BACKEND."""
 
-import os
+from channels_rs import layers_from_env
 
 SECRET_KEY = "test-only-not-secret"
 DEBUG = False
@@ -12,10 +12,6 @@ ASGI_APPLICATION = "testproject.asgi.application"
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 USE_TZ = True
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": os.environ.get(
-            "TESTPROJECT_LAYER", "channels_rs.InMemoryChannelLayer"
-        ),
-    }
-}
+# In-memory unless TESTPROJECT_REDIS_URL names a Redis server (the tests'
+# own variable, so a developer's REDIS_URL never leaks in).
+CHANNEL_LAYERS = layers_from_env(url_variable="TESTPROJECT_REDIS_URL")
