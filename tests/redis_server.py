@@ -6,6 +6,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 
 def server_binary():
@@ -37,24 +38,32 @@ def command(port, *words, timeout=1.0):
 
 
 class RedisServer:
-    def __init__(self, *extra):
+    """A server on a free port; with `monitor`, a Sentinel watching that
+    server as master "mymaster"."""
+
+    def __init__(self, *extra, monitor=None):
         self.port = free_port()
         self.directory = tempfile.TemporaryDirectory(prefix="channels-rs-redis-")
-        self.process = subprocess.Popen(
-            [
-                server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
+        arguments = ["--port", str(self.port), "--bind", "127.0.0.1"]
+        if monitor is None:
+            arguments += [
                 "--save",
                 "",
                 "--appendonly",
                 "no",
                 "--dir",
                 self.directory.name,
-                *extra,
-            ],
+            ]
+        else:
+            # Sentinel rewrites its configuration file, so it needs one.
+            config = Path(self.directory.name, "sentinel.conf")
+            config.write_text(
+                f"sentinel monitor mymaster 127.0.0.1 {monitor.port} 1\n"
+                "sentinel down-after-milliseconds mymaster 1000\n"
+            )
+            arguments = [str(config), "--sentinel", *arguments]
+        self.process = subprocess.Popen(
+            [server_binary(), *arguments, *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

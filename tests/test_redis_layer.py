@@ -3,6 +3,7 @@ real channels_redis on the same server (a mixed fleet during a migration)."""
 
 import asyncio
 import re
+import socket
 import threading
 import time
 
@@ -12,7 +13,7 @@ from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as UpstreamLayer
 
 from channels_rs import InvalidMessage, RedisChannelLayer
-from redis_server import command
+from redis_server import RedisServer, command
 
 
 @pytest.fixture
@@ -320,3 +321,58 @@ def test_sixteen_threads_of_async_to_sync_share_connections(redis):
     assert errors == []
     assert connected_clients(redis) - before <= 1
     async_to_sync(layer.flush)()
+
+
+# Sentinel and timeouts
+
+
+@pytest.fixture(scope="module")
+def sentinel(redis):
+    watcher = RedisServer(monitor=redis)
+    yield watcher
+    watcher.stop()
+
+
+async def test_through_sentinel(sentinel, redis):
+    hosts = [{"sentinels": [("127.0.0.1", sentinel.port)], "master_name": "mymaster"}]
+    layer = RedisChannelLayer(hosts=hosts)
+    channel = await layer.new_channel()
+    await layer.group_add("watched", channel)
+    await layer.group_send("watched", {"type": "via.sentinel"})
+    assert await receive(layer, channel) == {"type": "via.sentinel"}
+    assert command(redis.port, "EXISTS", "asgi:group:watched") == b":1\r\n"
+    await layer.flush()
+
+
+async def test_unknown_sentinel_master_is_a_clear_error(sentinel):
+    hosts = [{"sentinels": [("127.0.0.1", sentinel.port)], "master_name": "nobody"}]
+    layer = RedisChannelLayer(hosts=hosts)
+    with pytest.raises(ConnectionError, match="'nobody' via Sentinel 127.0.0.1"):
+        await layer.send("chan", {"type": "x"})
+
+
+async def test_a_silent_server_times_out_as_configured():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        hosts = [
+            {
+                "address": f"redis://127.0.0.1:{port}",
+                "socket_connect_timeout": 0.3,
+                "socket_timeout": 0.3,
+            }
+        ]
+        layer = RedisChannelLayer(hosts=hosts)
+        started = time.monotonic()
+        with pytest.raises((TimeoutError, ConnectionError), match=f"127.0.0.1:{port}"):
+            await layer.send("chan", {"type": "x"})
+        assert time.monotonic() - started < 2
+
+
+def test_passwords_stay_out_of_error_messages(redis):
+    layer = RedisChannelLayer(hosts=["redis://user:hunter2@127.0.0.1:1/0"])
+    with pytest.raises(ConnectionError) as error:
+        layer.send_sync("chan", {"type": "x"})
+    assert "hunter2" not in str(error.value)
+    assert "127.0.0.1:1" in str(error.value)

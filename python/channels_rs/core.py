@@ -9,33 +9,57 @@ from channels.layers import BaseChannelLayer
 from . import _core
 
 
-def _host_urls(hosts):
-    """(connection URL, name safe to print) for each ``hosts`` entry, in the
-    forms channels_redis accepts."""
+def _host_specs(hosts):
+    """What the Rust core needs to reach each ``hosts`` entry, from every form
+    channels_redis accepts: URL strings, (host, port) pairs, dicts with an
+    "address" or host/port/db/password, and Sentinel dicts. Timeouts use
+    redis-py's option names."""
     if not hosts:
         hosts = [{"address": "redis://localhost:6379"}]
     if isinstance(hosts, (str, bytes)):
         raise ValueError(
             "You must pass a list of Redis hosts, even if there is only one."
         )
-    urls = []
-    for entry in hosts:
-        if isinstance(entry, dict):
-            if "sentinels" in entry:
-                raise NotImplementedError("Redis Sentinel hosts are not supported yet")
-            if "address" in entry:
-                url = entry["address"]
-            else:
-                host, port = entry.get("host", "localhost"), entry.get("port", 6379)
-                password = entry.get("password")
-                auth = f":{quote(password, safe='')}@" if password else ""
-                url = f"redis://{auth}{host}:{port}/{entry.get('db', 0)}"
-        elif isinstance(entry, (tuple, list)):
-            url = f"redis://{entry[0]}:{entry[1]}"
-        else:
-            url = entry
-        urls.append((url, _printable(url)))
-    return urls
+    return [_host_spec(entry) for entry in hosts]
+
+
+def _host_spec(entry):
+    if isinstance(entry, (tuple, list)):
+        entry = {"host": entry[0], "port": entry[1]}
+    elif not isinstance(entry, dict):
+        entry = {"address": entry}
+    spec = {
+        "connect_timeout": entry.get("socket_connect_timeout"),
+        "timeout": entry.get("socket_timeout"),
+    }
+    if "sentinels" in entry:
+        auth = _auth(entry.get("sentinel_kwargs") or {})
+        spec["sentinels"] = [
+            f"redis://{auth}{host}:{port}" for host, port in entry["sentinels"]
+        ]
+        spec["master_name"] = entry["master_name"]
+        # Only the master's credentials and db: Sentinel names its address.
+        spec["url"] = f"redis://{_auth(entry)}sentinel-master/{entry.get('db', 0)}"
+        addresses = ", ".join(f"{host}:{port}" for host, port in entry["sentinels"])
+        spec["name"] = f"{entry['master_name']!r} via Sentinel {addresses}"
+        return spec
+    if "address" in entry:
+        spec["url"] = entry["address"]
+    else:
+        host, port = entry.get("host", "localhost"), entry.get("port", 6379)
+        spec["url"] = f"redis://{_auth(entry)}{host}:{port}/{entry.get('db', 0)}"
+    spec["name"] = _printable(spec["url"])
+    return spec
+
+
+def _auth(options):
+    """The user:password@ part of a URL, from redis-py style options."""
+    password = options.get("password")
+    if not password:
+        return ""
+    return (
+        f"{quote(options.get('username') or '', safe='')}:{quote(password, safe='')}@"
+    )
 
 
 def _printable(url):
@@ -69,8 +93,8 @@ class RedisChannelLayer(BaseChannelLayer):
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         self.prefix = prefix
-        urls = _host_urls(hosts)
-        self.ring_size = len(urls)
+        specs = _host_specs(hosts)
+        self.ring_size = len(specs)
         if isinstance(symmetric_encryption_keys, (str, bytes)):
             raise ValueError(
                 "symmetric_encryption_keys must be a list of possible keys"
@@ -84,7 +108,7 @@ class RedisChannelLayer(BaseChannelLayer):
         )
         self.client_prefix = uuid.uuid4().hex
         self._core = _core.RedisCore(
-            urls,
+            specs,
             prefix,
             expiry,
             group_expiry,

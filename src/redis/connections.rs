@@ -8,10 +8,24 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisResult};
+use redis::sentinel::SentinelClient;
+use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult};
 
-/// How long to wait for a connection or a reply before reporting an error.
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// Where a shard's connections come from.
+pub enum Source {
+    Direct(Client),
+    /// Asked for the current master at every (re)connection, which is how a
+    /// failover is followed.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+/// How long to wait before reporting an error: for a connection, and for a
+/// reply to a non-blocking command.
+#[derive(Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub reply: Duration,
+}
 
 struct PerProcess {
     pid: u32,
@@ -20,39 +34,39 @@ struct PerProcess {
 }
 
 pub struct Shard {
-    client: Client,
+    source: Source,
+    timeouts: Timeouts,
     /// What the error messages call this shard: its address, no password.
     pub name: String,
     state: Mutex<PerProcess>,
 }
 
-impl Shard {
-    pub fn new(client: Client, name: String) -> Self {
-        let state = PerProcess {
+impl PerProcess {
+    fn current() -> Self {
+        PerProcess {
             pid: std::process::id(),
             shared: None,
             idle_blocking: Vec::new(),
-        };
+        }
+    }
+}
+
+impl Shard {
+    pub fn new(source: Source, timeouts: Timeouts, name: String) -> Self {
+        let state = Mutex::new(PerProcess::current());
         Shard {
-            client,
+            source,
+            timeouts,
             name,
-            state: Mutex::new(state),
+            state,
         }
     }
 
     fn with_state<R>(&self, f: impl FnOnce(&mut PerProcess) -> R) -> R {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let pid = std::process::id();
-        if state.pid != pid {
+        if state.pid != std::process::id() {
             // Inherited from the parent: their sockets are the parent's.
-            std::mem::forget(std::mem::replace(
-                &mut *state,
-                PerProcess {
-                    pid,
-                    shared: None,
-                    idle_blocking: Vec::new(),
-                },
-            ));
+            std::mem::forget(std::mem::replace(&mut *state, PerProcess::current()));
         }
         f(&mut state)
     }
@@ -62,9 +76,20 @@ impl Shard {
         response_timeout: Option<Duration>,
     ) -> RedisResult<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
+            .set_connection_timeout(Some(self.timeouts.connect))
             .set_response_timeout(response_timeout);
-        self.client
+        let client = match &self.source {
+            Source::Direct(client) => client.clone(),
+            Source::Sentinel(sentinel) => {
+                let asking = async { sentinel.lock().await.async_get_client().await };
+                tokio::time::timeout(self.timeouts.connect, asking)
+                    .await
+                    .map_err(|_| {
+                        RedisError::from((ErrorKind::Io, "no Sentinel answered in time"))
+                    })??
+            }
+        };
+        client
             .get_multiplexed_async_connection_with_config(&config)
             .await
     }
@@ -74,7 +99,7 @@ impl Shard {
         if let Some(connection) = self.with_state(|state| state.shared.clone()) {
             return Ok(connection);
         }
-        let connection = self.connect(Some(TIMEOUT)).await?;
+        let connection = self.connect(Some(self.timeouts.reply)).await?;
         Ok(self.with_state(|state| state.shared.get_or_insert(connection).clone()))
     }
 

@@ -19,6 +19,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use redis::aio::MultiplexedConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Client, IntoConnectionInfo, RedisError};
 
 use crate::bridge::{self, Completion, Outcome, Queue, Settle};
@@ -27,7 +28,7 @@ use crate::codec::Serializer;
 use crate::errors::{self, REPLY_CHANNEL_KEY};
 use crate::names;
 use crate::runtime;
-use connections::Shard;
+use connections::{Shard, Source, Timeouts};
 use local::{Buffered, Local, Routed};
 
 /// How long one blocking pop waits before it is issued again.
@@ -466,6 +467,62 @@ fn non_local_name(name: &str) -> &str {
     name.find('!').map_or(name, |bang| &name[..=bang])
 }
 
+/// One `hosts` entry, as the Python side describes it.
+#[derive(FromPyObject)]
+struct HostSpec {
+    /// How messages and errors name it: no password.
+    #[pyo3(item)]
+    name: String,
+    /// The server; for Sentinel, only the master's credentials and db.
+    #[pyo3(item)]
+    url: String,
+    #[pyo3(item, default)]
+    sentinels: Vec<String>,
+    #[pyo3(item, default)]
+    master_name: Option<String>,
+    #[pyo3(item, default)]
+    connect_timeout: Option<f64>,
+    #[pyo3(item, default)]
+    timeout: Option<f64>,
+}
+
+/// Waits this long by default before reporting a connection or reply error.
+const DEFAULT_TIMEOUT: f64 = 5.0;
+
+fn shard(spec: HostSpec) -> PyResult<Shard> {
+    let name = spec.name;
+    let bad = |err: RedisError| PyValueError::new_err(format!("bad Redis address {name}: {err}"));
+    // Small commands must leave at once, not wait for Nagle.
+    let nodelay = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    let info = spec.url.as_str().into_connection_info().map_err(bad)?;
+    let source = match spec.master_name {
+        None => Source::Direct(Client::open(info.set_tcp_settings(nodelay)).map_err(bad)?),
+        Some(master) => {
+            let node = SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(info.redis_settings().clone())
+                .set_tcp_settings(nodelay);
+            let sentinels: Vec<&str> = spec.sentinels.iter().map(String::as_str).collect();
+            let client =
+                SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)
+                    .map_err(bad)?;
+            Source::Sentinel(tokio::sync::Mutex::new(client))
+        }
+    };
+    let seconds = |what: &str, value: Option<f64>| {
+        let value = value.unwrap_or(DEFAULT_TIMEOUT);
+        Duration::try_from_secs_f64(value).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{what} must be a positive number of seconds, got {value}"
+            ))
+        })
+    };
+    let timeouts = Timeouts {
+        connect: seconds("socket_connect_timeout", spec.connect_timeout)?,
+        reply: seconds("socket_timeout", spec.timeout)?,
+    };
+    Ok(Shard::new(source, timeouts, name))
+}
+
 #[pyclass(frozen, module = "channels_rs._core")]
 pub struct RedisCore {
     inner: Arc<Inner>,
@@ -530,7 +587,7 @@ impl RedisCore {
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        hosts: Vec<(String, String)>,
+        hosts: Vec<HostSpec>,
         prefix: String,
         expiry: f64,
         group_expiry: f64,
@@ -539,18 +596,7 @@ impl RedisCore {
         serializer: &Bound<'_, Serializer>,
         client_prefix: String,
     ) -> PyResult<Self> {
-        let mut shards = Vec::with_capacity(hosts.len());
-        for (url, name) in hosts {
-            let info = url
-                .as_str()
-                .into_connection_info()
-                .map_err(|err| PyValueError::new_err(format!("bad Redis address {name}: {err}")))?
-                // Small commands must leave at once, not wait for Nagle.
-                .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-            let client = Client::open(info)
-                .map_err(|err| PyValueError::new_err(format!("bad Redis address {name}: {err}")))?;
-            shards.push(Shard::new(client, name));
-        }
+        let shards = hosts.into_iter().map(shard).collect::<PyResult<Vec<_>>>()?;
         let shard_count = shards.len();
         let has_patterns = !channel_capacity.is_empty();
         let non_negative = |value: i64| usize::try_from(value).unwrap_or(0);
