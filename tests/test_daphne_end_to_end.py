@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from redis_server import free_port
+from redis_server import command, free_port
 
 TESTS = Path(__file__).resolve().parent
 
@@ -106,3 +106,11 @@ async def test_clients_on_two_daphne_servers_get_a_broadcast_from_a_third_proces
     finally:
         for client in clients:
             await client.close()
+        # Stop the servers only once every consumer has left the group: a
+        # sync consumer still in disconnect() when SIGTERM stops Daphne's
+        # loop waits forever in async_to_sync (a Daphne/asgiref shutdown
+        # race, with any channel layer).
+        deadline = time.monotonic() + 5
+        while command(redis.port, "ZCARD", "asgi:group:broadcast") != b":0\r\n":
+            assert time.monotonic() < deadline, "consumers never left the group"
+            await asyncio.sleep(0.02)
