@@ -376,3 +376,31 @@ def test_passwords_stay_out_of_error_messages(redis):
         layer.send_sync("chan", {"type": "x"})
     assert "hunter2" not in str(error.value)
     assert "127.0.0.1:1" in str(error.value)
+
+
+@pytest.mark.parametrize("size", [1, 15, 16, 70000], ids=lambda n: f"{n}-keys")
+@pytest.mark.parametrize("shards", [1, 2])
+async def test_group_send_bytes_match_channels_redis(redis, size, shards):
+    """Both write the same member per queue key (no random prefix), so each
+    sorted set ends up with one member, not two; covers the one-round-trip
+    script (one shard) and the Rust splice (several)."""
+    extra = [RedisServer() for _ in range(shards - 1)]
+    try:
+        hosts = [redis.url] + [server.url for server in extra]
+        config = {"hosts": hosts, "random_prefix_length": 0}
+        ours, theirs = RedisChannelLayer(**config), UpstreamLayer(**config)
+        members = [await ours.new_channel(), await ours.new_channel(), "worker.q"]
+        for member in members:
+            await ours.group_add("bytes-room", member)
+        message = {"type": "x", **{f"k{n}": n for n in range(size - 1)}}
+        await ours.group_send("bytes-room", message)
+        await theirs.group_send("bytes-room", message)
+        for key in (f"asgispecific.{ours.client_prefix}!", "asgiworker.q"):
+            counts = [command(s.port, "ZCARD", key) for s in [redis, *extra]]
+            assert sorted(counts) == [b":0\r\n"] * (shards - 1) + [b":1\r\n"], key
+        assert await receive(ours, members[0]) == message
+        assert await receive(ours, members[1]) == message
+        await ours.flush()
+    finally:
+        for server in extra:
+            server.stop()

@@ -61,9 +61,7 @@ impl Serializer {
         reply: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<u8>> {
         let py = message.py();
-        // The prefix only keeps equal messages apart in the sorted set.
-        let mut out = vec![0; self.prefix_length];
-        getrandom::fill(&mut out).map_err(|err| PyOSError::new_err(err.to_string()))?;
+        let mut out = self.random_prefix().map_err(PyOSError::new_err)?;
         let body_at = out.len();
         match (&self.format, reply) {
             (Format::Msgpack, None) => msgpack::encode(message, &mut out)?,
@@ -91,6 +89,20 @@ impl Serializer {
         Ok(out)
     }
 
+    /// Random bytes put before each stored message: they only keep equal
+    /// messages apart in a sorted set.
+    pub fn random_prefix(&self) -> Result<Vec<u8>, String> {
+        let mut prefix = vec![0; self.prefix_length];
+        getrandom::fill(&mut prefix).map_err(|err| err.to_string())?;
+        Ok(prefix)
+    }
+
+    /// Whether a stored message is prefix + plain msgpack body, which a
+    /// server-side script can extend (see redis::scripts::GROUP_SEND_ALL).
+    pub fn is_plain_msgpack(&self) -> bool {
+        matches!(self.format, Format::Msgpack) && self.keys.is_empty()
+    }
+
     /// The plain body of `message` (no prefix, not encrypted), to be sealed
     /// later, possibly with a reply entry added (see `seal`).
     pub fn body(&self, message: &Bound<'_, PyDict>) -> PyResult<Vec<u8>> {
@@ -109,8 +121,7 @@ impl Serializer {
     /// at the end: the same bytes as serializing the dict with that entry.
     /// Needs no GIL.
     pub fn seal(&self, body: &[u8], names: &[String]) -> Result<Vec<u8>, String> {
-        let mut out = vec![0; self.prefix_length];
-        getrandom::fill(&mut out).map_err(|err| err.to_string())?;
+        let mut out = self.random_prefix()?;
         let body_at = out.len();
         match self.format {
             Format::Msgpack => msgpack::append_entry(body, REPLY_CHANNEL_KEY, names, &mut out)?,

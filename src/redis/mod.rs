@@ -368,6 +368,9 @@ impl Inner {
         members: Option<Vec<(String, i64)>>,
         default_capacity: i64,
     ) -> Result<(), Failure> {
+        if members.is_none() && self.shards.len() == 1 && self.serializer.is_plain_msgpack() {
+            return self.group_send_all(&group, body, default_capacity).await;
+        }
         let members = match members {
             Some(members) => members,
             None => {
@@ -415,9 +418,32 @@ impl Inner {
                 .map_err(|err| self.failed(shard, err))?;
             full += over;
         }
-        if full > 0 {
-            log::info!(target: "channels_rs", "{full} of {} channels over capacity in group {group}", members.len());
-        }
+        log_full(full, members.len() as i64, &group);
+        Ok(())
+    }
+
+    /// group_send in one round trip: see scripts::GROUP_SEND_ALL.
+    async fn group_send_all(
+        &self,
+        group: &str,
+        body: Vec<u8>,
+        capacity: i64,
+    ) -> Result<(), Failure> {
+        let prefix = self.serializer.random_prefix().map_err(Failure::Data)?;
+        let mut connection = self.shared(0).await?;
+        let (full, members): (i64, i64) = scripts::GROUP_SEND_ALL
+            .key(format!("{}:group:{group}", self.prefix))
+            .arg(unix_now())
+            .arg(self.group_expiry)
+            .arg(self.expiry)
+            .arg(capacity)
+            .arg(&self.prefix)
+            .arg(prefix)
+            .arg(body)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|err| self.failed(0, err))?;
+        log_full(full, members, group);
         Ok(())
     }
 
@@ -450,6 +476,13 @@ impl Inner {
             }
         }
         Ok(())
+    }
+}
+
+/// channels_redis's INFO line when group members were full.
+fn log_full(full: i64, members: i64, group: &str) {
+    if full > 0 {
+        log::info!(target: "channels_rs", "{full} of {members} channels over capacity in group {group}");
     }
 }
 
