@@ -404,3 +404,17 @@ async def test_group_send_bytes_match_channels_redis(redis, size, shards):
     finally:
         for server in extra:
             server.stop()
+
+
+async def test_new_channel_with_other_prefixes(layer, redis):
+    chat, default = await layer.new_channel("chat"), await layer.new_channel()
+    assert chat.startswith(f"chat.{layer.client_prefix}!")
+    waiting = [asyncio.create_task(receive(layer, c)) for c in (chat, default)]
+    await asyncio.sleep(0.05)
+    await UpstreamLayer(hosts=[redis.url]).send(chat, {"type": "from.python"})
+    await layer.send(default, {"type": "from.rust"})
+    assert [await w for w in waiting] == [
+        {"type": "from.python"},
+        {"type": "from.rust"},
+    ]
+    assert keys(redis) == []

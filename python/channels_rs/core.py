@@ -136,10 +136,6 @@ class RedisChannelLayer(BaseChannelLayer):
 
     async def new_channel(self, prefix="specific"):
         """A new channel name that only this layer instance receives on."""
-        if prefix != "specific":
-            raise NotImplementedError(
-                "new_channel() supports only the default prefix yet"
-            )
         return f"{prefix}.{self.client_prefix}!{uuid.uuid4().hex}"
 
     async def group_add(self, group, channel):

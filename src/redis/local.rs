@@ -56,10 +56,11 @@ impl Local {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn has_waiters(&self) -> bool {
+    /// Whether anyone waits on a channel whose name starts with `local_name`.
+    pub fn has_waiters(&self, local_name: &str) -> bool {
         self.lock()
-            .values()
-            .any(|channel| !channel.waiters.is_empty())
+            .iter()
+            .any(|(name, channel)| name.starts_with(local_name) && !channel.waiters.is_empty())
     }
 
     /// The next buffered message of `channel`, if any.

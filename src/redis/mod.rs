@@ -10,8 +10,9 @@ mod connections;
 mod local;
 mod scripts;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyo3::exceptions::{PyAssertionError, PyConnectionError, PyTimeoutError, PyValueError};
@@ -95,11 +96,12 @@ struct Inner {
     capacity: usize,
     serializer: Serializer,
     shards: Vec<Shard>,
-    /// `specific.<client_prefix>!`, the name all local channels share.
-    local_name: String,
+    /// `.<client_prefix>!`: how every process-local name of this layer ends
+    /// (`<prefix>.<client_prefix>!`, one Redis key per new_channel prefix).
+    client_suffix: String,
     local: Local,
-    /// Per shard: is a pump reading our local key there?
-    pumps_running: Vec<AtomicBool>,
+    /// (local name, shard) pairs a pump is reading.
+    pumps: Mutex<HashSet<(String, usize)>>,
     next_send: AtomicUsize,
     next_receive: AtomicUsize,
 }
@@ -237,18 +239,18 @@ impl Inner {
         }
     }
 
-    /// While anyone waits on a local channel: pop the local key on `shard`
-    /// and route. Every shard has one: our senders use the shard of the
-    /// non-local name, but channels_redis's use the shard of the full name
-    /// (its bug #94), which can be any.
-    async fn pump(self: Arc<Self>, shard: usize) {
-        let key = self.key(&self.local_name);
-        let running = &self.pumps_running[shard];
+    /// While anyone waits on a channel of `local_name`: pop its key on
+    /// `shard` and route. Every shard has one: our senders use the shard of
+    /// the non-local name, but channels_redis's use the shard of the full
+    /// name (its bug #94), which can be any.
+    async fn pump(self: Arc<Self>, local_name: String, shard: usize) {
+        let key = self.key(&local_name);
         loop {
-            if !self.local.has_waiters() {
-                running.store(false, Ordering::SeqCst);
-                // A waiter added just before the store saw the pump running.
-                if !self.local.has_waiters() || running.swap(true, Ordering::SeqCst) {
+            {
+                // Decided under the same lock receivers take to start pumps.
+                let mut pumps = self.pumps.lock().unwrap_or_else(|p| p.into_inner());
+                if !self.local.has_waiters(&local_name) {
+                    pumps.remove(&(local_name, shard));
                     return;
                 }
             }
@@ -630,7 +632,6 @@ impl RedisCore {
         client_prefix: String,
     ) -> PyResult<Self> {
         let shards = hosts.into_iter().map(shard).collect::<PyResult<Vec<_>>>()?;
-        let shard_count = shards.len();
         let has_patterns = !channel_capacity.is_empty();
         let non_negative = |value: i64| usize::try_from(value).unwrap_or(0);
         let patterns = channel_capacity
@@ -644,9 +645,9 @@ impl RedisCore {
             capacity: non_negative(capacity),
             serializer: serializer.get().clone(),
             shards,
-            local_name: format!("specific.{client_prefix}!"),
+            client_suffix: format!(".{client_prefix}!"),
             local: Local::default(),
-            pumps_running: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
+            pumps: Mutex::new(HashSet::new()),
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
         };
@@ -688,7 +689,7 @@ impl RedisCore {
         let name = names::channel(py, channel)?;
         let inner = &self.inner;
         if name.contains('!') {
-            if non_local_name(&name) != inner.local_name {
+            if !non_local_name(&name).ends_with(&inner.client_suffix) {
                 return Err(PyAssertionError::new_err(format!(
                     "Wrong client prefix: {name:?} belongs to another layer instance"
                 )));
@@ -933,9 +934,11 @@ impl RedisCore {
         if let Some(buffered) = inner.local.wait(&channel, future.clone().unbind(), queue) {
             return self.materialize(py, buffered);
         }
-        for (shard, running) in inner.pumps_running.iter().enumerate() {
-            if !running.swap(true, Ordering::SeqCst) {
-                runtime::handle()?.spawn(Arc::clone(inner).pump(shard));
+        let local_name = non_local_name(&channel).to_owned();
+        let mut pumps = inner.pumps.lock().unwrap_or_else(|p| p.into_inner());
+        for shard in 0..inner.shards.len() {
+            if pumps.insert((local_name.clone(), shard)) {
+                runtime::handle()?.spawn(Arc::clone(inner).pump(local_name.clone(), shard));
             }
         }
         Ok(future)
