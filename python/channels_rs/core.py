@@ -2,6 +2,7 @@
 ``channels_redis.core.RedisChannelLayer`` that keeps the same data in Redis."""
 
 import uuid
+from ssl import CERT_NONE
 from urllib.parse import quote
 
 from channels.layers import BaseChannelLayer
@@ -31,6 +32,9 @@ def _host_spec(entry):
     spec = {
         "connect_timeout": entry.get("socket_connect_timeout"),
         "timeout": entry.get("socket_timeout"),
+        "ca_certs": entry.get("ssl_ca_certs"),
+        "certfile": entry.get("ssl_certfile"),
+        "keyfile": entry.get("ssl_keyfile"),
     }
     if "sentinels" in entry:
         auth = _auth(entry.get("sentinel_kwargs") or {})
@@ -47,8 +51,12 @@ def _host_spec(entry):
         spec["url"] = entry["address"]
     else:
         host, port = entry.get("host", "localhost"), entry.get("port", 6379)
-        spec["url"] = f"redis://{_auth(entry)}{host}:{port}/{entry.get('db', 0)}"
+        scheme = "rediss" if entry.get("ssl") else "redis"
+        spec["url"] = f"{scheme}://{_auth(entry)}{host}:{port}/{entry.get('db', 0)}"
     spec["name"] = _printable(spec["url"])
+    # redis-py: ssl_cert_reqs "none", ssl.CERT_NONE or None turns checks off.
+    if "ssl_cert_reqs" in entry and entry["ssl_cert_reqs"] in (None, "none", CERT_NONE):
+        spec["url"] += "#insecure"
     return spec
 
 
@@ -63,8 +71,8 @@ def _auth(options):
 
 
 def _printable(url):
-    """The URL without user name or password."""
-    scheme, sep, rest = url.partition("://")
+    """The URL without user name, password or fragment."""
+    scheme, sep, rest = url.partition("#")[0].partition("://")
     return scheme + sep + rest.rpartition("@")[2] if sep else url
 
 

@@ -519,19 +519,66 @@ struct HostSpec {
     connect_timeout: Option<f64>,
     #[pyo3(item, default)]
     timeout: Option<f64>,
+    /// TLS, as redis-py's ssl_ca_certs, ssl_certfile and ssl_keyfile: paths
+    /// to PEM files.
+    #[pyo3(item, default)]
+    ca_certs: Option<String>,
+    #[pyo3(item, default)]
+    certfile: Option<String>,
+    #[pyo3(item, default)]
+    keyfile: Option<String>,
+}
+
+/// The certificates a TLS connection trusts and presents, read from files.
+fn tls_certificates(spec: &HostSpec) -> PyResult<redis::TlsCertificates> {
+    let read = |what: &str, path: &str| {
+        std::fs::read(path)
+            .map_err(|err| PyValueError::new_err(format!("cannot read {what} {path:?}: {err}")))
+    };
+    let client_tls = match (&spec.certfile, &spec.keyfile) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("ssl_certfile", cert)?,
+            client_key: read("ssl_keyfile", key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(PyValueError::new_err(
+                "ssl_certfile and ssl_keyfile go together",
+            ))
+        }
+    };
+    let root_cert = spec
+        .ca_certs
+        .as_deref()
+        .map(|path| read("ssl_ca_certs", path))
+        .transpose()?;
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
 }
 
 /// Waits this long by default before reporting a connection or reply error.
 const DEFAULT_TIMEOUT: f64 = 5.0;
 
 fn shard(spec: HostSpec) -> PyResult<Shard> {
-    let name = spec.name;
+    let name = spec.name.clone();
     let bad = |err: RedisError| PyValueError::new_err(format!("bad Redis address {name}: {err}"));
     // Small commands must leave at once, not wait for Nagle.
     let nodelay = redis::io::tcp::TcpSettings::default().set_nodelay(true);
     let info = spec.url.as_str().into_connection_info().map_err(bad)?;
+    let certificates = tls_certificates(&spec)?;
     let source = match spec.master_name {
-        None => Source::Direct(Client::open(info.set_tcp_settings(nodelay)).map_err(bad)?),
+        None => {
+            let info = info.set_tcp_settings(nodelay);
+            let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+            let client = if tls {
+                Client::build_with_tls(info, certificates)
+            } else {
+                Client::open(info)
+            };
+            Source::Direct(client.map_err(bad)?)
+        }
         Some(master) => {
             let node = SentinelNodeConnectionInfo::default()
                 .set_redis_connection_info(info.redis_settings().clone())
@@ -555,7 +602,7 @@ fn shard(spec: HostSpec) -> PyResult<Shard> {
         connect: seconds("socket_connect_timeout", spec.connect_timeout)?,
         reply: seconds("socket_timeout", spec.timeout)?,
     };
-    Ok(Shard::new(source, timeouts, name))
+    Ok(Shard::new(source, timeouts, spec.name))
 }
 
 #[pyclass(frozen, module = "channels_rs._core")]
