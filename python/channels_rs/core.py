@@ -5,9 +5,8 @@ import uuid
 from ssl import CERT_NONE
 from urllib.parse import quote
 
-from channels.layers import BaseChannelLayer
-
 from . import _core
+from .base import CoreLayer
 
 
 def _host_specs(hosts):
@@ -76,7 +75,7 @@ def _printable(url):
     return scheme + sep + rest.rpartition("@")[2] if sep else url
 
 
-class RedisChannelLayer(BaseChannelLayer):
+class RedisChannelLayer(CoreLayer):
     """Channel layer on Redis, sharing channels_redis's keys and message bytes,
     so both can serve one project during a migration."""
 
@@ -129,18 +128,6 @@ class RedisChannelLayer(BaseChannelLayer):
     async def send(self, channel, message):
         """Send ``message`` to ``channel``; ChannelFull if it is at capacity."""
         await self._core.send(channel, message)
-
-    async def receive(self, channel):
-        """The next message on ``channel``, waiting for one as long as it takes."""
-        waiter = self._core.receive(channel)
-        if isinstance(waiter, dict):
-            return waiter
-        try:
-            return await waiter
-        except BaseException:
-            # Cancelled, possibly after a message arrived: put it back.
-            self._core.abandon(channel, waiter)
-            raise
 
     async def new_channel(self, prefix="specific"):
         """A new channel name that only this layer instance receives on."""

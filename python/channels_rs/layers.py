@@ -1,13 +1,12 @@
 """The in-memory channel layer, a drop-in for
 ``channels.layers.InMemoryChannelLayer`` with its state kept in Rust."""
 
-from channels.layers import BaseChannelLayer
-
 from . import _core
+from .base import CoreLayer
 from .views import ChannelsView, GroupsView
 
 
-class InMemoryChannelLayer(BaseChannelLayer):
+class InMemoryChannelLayer(CoreLayer):
     """Channel layer that lives in this process's memory: for development and
     tests, or a single-process deployment. One instance serves every thread
     and event loop of the process."""
@@ -40,18 +39,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
     async def send(self, channel, message):
         """Queue a copy of ``message`` on ``channel``; ChannelFull if it is full."""
         self._core.send(channel, message)
-
-    async def receive(self, channel):
-        """The next message on ``channel``, waiting for one if none is queued."""
-        waiter = self._core.receive(channel)
-        if isinstance(waiter, dict):
-            return waiter
-        try:
-            return await waiter
-        except BaseException:
-            # Cancelled, possibly after a message was handed over: put it back.
-            self._core.abandon(channel, waiter)
-            raise
 
     async def new_channel(self, prefix="specific."):
         """A new, unique channel name for this process to receive on."""

@@ -350,12 +350,42 @@ impl Inner {
         Ok(message)
     }
 
+    fn group_key(&self, group: &str) -> String {
+        format!("{}:group:{group}", self.prefix)
+    }
+
+    async fn group_add(&self, group: &str, channel: String) -> Result<(), Failure> {
+        let shard = consistent_hash(group, self.shards.len());
+        let mut connection = self.shared(shard).await?;
+        let _: redis::Value = scripts::GROUP_ADD
+            .key(self.group_key(group))
+            .arg(unix_now())
+            .arg(self.group_expiry)
+            .arg(channel)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|err| self.failed(shard, err))?;
+        Ok(())
+    }
+
+    async fn group_discard(&self, group: &str, channel: String) -> Result<(), Failure> {
+        let shard = consistent_hash(group, self.shards.len());
+        let mut connection = self.shared(shard).await?;
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.group_key(group))
+            .arg(channel)
+            .query_async(&mut connection)
+            .await
+            .map_err(|err| self.failed(shard, err))?;
+        Ok(())
+    }
+
     /// The members of `group`, stale ones dropped first.
     async fn group_members(&self, group: &str) -> Result<Vec<String>, Failure> {
         let shard = consistent_hash(group, self.shards.len());
         let mut connection = self.shared(shard).await?;
         scripts::GROUP_MEMBERS
-            .key(format!("{}:group:{group}", self.prefix))
+            .key(self.group_key(group))
             .arg(unix_now())
             .arg(self.group_expiry)
             .invoke_async(&mut connection)
@@ -434,7 +464,7 @@ impl Inner {
         let prefix = self.serializer.random_prefix().map_err(Failure::Data)?;
         let mut connection = self.shared(0).await?;
         let (full, members): (i64, i64) = scripts::GROUP_SEND_ALL
-            .key(format!("{}:group:{group}", self.prefix))
+            .key(self.group_key(group))
             .arg(unix_now())
             .arg(self.group_expiry)
             .arg(self.expiry)
@@ -800,19 +830,7 @@ impl RedisCore {
         let inner = Arc::clone(&self.inner);
         spawn(
             py,
-            async move {
-                let shard = consistent_hash(&group, inner.shards.len());
-                let mut connection = inner.shared(shard).await?;
-                let _: redis::Value = scripts::GROUP_ADD
-                    .key(format!("{}:group:{group}", inner.prefix))
-                    .arg(unix_now())
-                    .arg(inner.group_expiry)
-                    .arg(channel)
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(|err| inner.failed(shard, err))?;
-                Ok(())
-            },
+            async move { inner.group_add(&group, channel).await },
             none,
         )
     }
@@ -828,17 +846,7 @@ impl RedisCore {
         let inner = Arc::clone(&self.inner);
         spawn(
             py,
-            async move {
-                let shard = consistent_hash(&group, inner.shards.len());
-                let mut connection = inner.shared(shard).await?;
-                let _: i64 = redis::cmd("ZREM")
-                    .arg(format!("{}:group:{group}", inner.prefix))
-                    .arg(channel)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|err| inner.failed(shard, err))?;
-                Ok(())
-            },
+            async move { inner.group_discard(&group, channel).await },
             none,
         )
     }

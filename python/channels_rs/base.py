@@ -1,0 +1,20 @@
+"""What both layers share on the Python side."""
+
+from channels.layers import BaseChannelLayer
+
+
+class CoreLayer(BaseChannelLayer):
+    """A layer whose Rust core's receive() returns a queued message at once,
+    or a future of the next one."""
+
+    async def receive(self, channel):
+        """The next message on ``channel``, waiting for one if none is queued."""
+        waiter = self._core.receive(channel)
+        if isinstance(waiter, dict):
+            return waiter
+        try:
+            return await waiter
+        except BaseException:
+            # Cancelled, possibly after a message was handed over: put it back.
+            self._core.abandon(channel, waiter)
+            raise
