@@ -7,7 +7,9 @@
 //! back through the loop's bridge (see `bridge`).
 
 mod connections;
+mod hosts;
 mod local;
+mod ring;
 mod scripts;
 
 use std::collections::HashSet;
@@ -20,8 +22,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use redis::aio::MultiplexedConnection;
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{Client, IntoConnectionInfo, RedisError};
+use redis::RedisError;
 
 use crate::bridge::{self, Completion, Outcome, Queue, Settle};
 use crate::capacity::Capacities;
@@ -29,8 +30,10 @@ use crate::codec::Serializer;
 use crate::errors::{self, REPLY_CHANNEL_KEY};
 use crate::names;
 use crate::runtime;
-use connections::{Shard, Source, Timeouts};
+use connections::Shard;
+use hosts::{shard, HostSpec};
 use local::{Buffered, Local, Routed};
+use ring::{consistent_hash, non_local_name};
 
 /// How long one blocking pop waits before it is issued again.
 const BLOCK_SECONDS: f64 = 5.0;
@@ -66,26 +69,6 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// channels_redis's shard of a name: crc32, 12 bits, scaled to the ring.
-fn consistent_hash(name: &str, ring: usize) -> usize {
-    if ring == 1 {
-        return 0;
-    }
-    let bucket = f64::from(crc32(name.as_bytes()) & 0xFFF);
-    (bucket / (4096.0 / ring as f64)) as usize
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
 }
 
 struct Inner {
@@ -525,114 +508,6 @@ fn glob_escape(text: &str) -> String {
             _ => vec![c],
         })
         .collect()
-}
-
-/// The part of a channel name up to and including its `!`, or all of it.
-fn non_local_name(name: &str) -> &str {
-    name.find('!').map_or(name, |bang| &name[..=bang])
-}
-
-/// One `hosts` entry, as the Python side describes it.
-#[derive(FromPyObject)]
-struct HostSpec {
-    /// How messages and errors name it: no password.
-    #[pyo3(item)]
-    name: String,
-    /// The server; for Sentinel, only the master's credentials and db.
-    #[pyo3(item)]
-    url: String,
-    #[pyo3(item, default)]
-    sentinels: Vec<String>,
-    #[pyo3(item, default)]
-    master_name: Option<String>,
-    #[pyo3(item, default)]
-    connect_timeout: Option<f64>,
-    #[pyo3(item, default)]
-    timeout: Option<f64>,
-    /// TLS, as redis-py's ssl_ca_certs, ssl_certfile and ssl_keyfile: paths
-    /// to PEM files.
-    #[pyo3(item, default)]
-    ca_certs: Option<String>,
-    #[pyo3(item, default)]
-    certfile: Option<String>,
-    #[pyo3(item, default)]
-    keyfile: Option<String>,
-}
-
-/// The certificates a TLS connection trusts and presents, read from files.
-fn tls_certificates(spec: &HostSpec) -> PyResult<redis::TlsCertificates> {
-    let read = |what: &str, path: &str| {
-        std::fs::read(path)
-            .map_err(|err| PyValueError::new_err(format!("cannot read {what} {path:?}: {err}")))
-    };
-    let client_tls = match (&spec.certfile, &spec.keyfile) {
-        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-            client_cert: read("ssl_certfile", cert)?,
-            client_key: read("ssl_keyfile", key)?,
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(PyValueError::new_err(
-                "ssl_certfile and ssl_keyfile go together",
-            ))
-        }
-    };
-    let root_cert = spec
-        .ca_certs
-        .as_deref()
-        .map(|path| read("ssl_ca_certs", path))
-        .transpose()?;
-    Ok(redis::TlsCertificates {
-        client_tls,
-        root_cert,
-    })
-}
-
-/// Waits this long by default before reporting a connection or reply error.
-const DEFAULT_TIMEOUT: f64 = 5.0;
-
-fn shard(spec: HostSpec) -> PyResult<Shard> {
-    let name = spec.name.clone();
-    let bad = |err: RedisError| PyValueError::new_err(format!("bad Redis address {name}: {err}"));
-    // Small commands must leave at once, not wait for Nagle.
-    let nodelay = redis::io::tcp::TcpSettings::default().set_nodelay(true);
-    let info = spec.url.as_str().into_connection_info().map_err(bad)?;
-    let certificates = tls_certificates(&spec)?;
-    let source = match spec.master_name {
-        None => {
-            let info = info.set_tcp_settings(nodelay);
-            let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
-            let client = if tls {
-                Client::build_with_tls(info, certificates)
-            } else {
-                Client::open(info)
-            };
-            Source::Direct(client.map_err(bad)?)
-        }
-        Some(master) => {
-            let node = SentinelNodeConnectionInfo::default()
-                .set_redis_connection_info(info.redis_settings().clone())
-                .set_tcp_settings(nodelay);
-            let sentinels: Vec<&str> = spec.sentinels.iter().map(String::as_str).collect();
-            let client =
-                SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)
-                    .map_err(bad)?;
-            Source::Sentinel(tokio::sync::Mutex::new(client))
-        }
-    };
-    let seconds = |what: &str, value: Option<f64>| {
-        let value = value.unwrap_or(DEFAULT_TIMEOUT);
-        Duration::try_from_secs_f64(value).map_err(|_| {
-            PyValueError::new_err(format!(
-                "{what} must be a positive number of seconds, got {value}"
-            ))
-        })
-    };
-    let timeouts = Timeouts {
-        connect: seconds("socket_connect_timeout", spec.connect_timeout)?,
-        reply: seconds("socket_timeout", spec.timeout)?,
-    };
-    Ok(Shard::new(source, timeouts, spec.name))
 }
 
 #[pyclass(frozen, module = "channels_rs._core")]

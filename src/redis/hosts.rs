@@ -1,0 +1,114 @@
+//! The `hosts` entries of a layer, turned into shards: addresses, Sentinel,
+//! TLS certificates and timeouts.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{Client, IntoConnectionInfo, RedisError};
+
+use super::connections::{Shard, Source, Timeouts};
+
+/// One `hosts` entry, as the Python side describes it.
+#[derive(FromPyObject)]
+pub struct HostSpec {
+    /// How messages and errors name it: no password.
+    #[pyo3(item)]
+    name: String,
+    /// The server; for Sentinel, only the master's credentials and db.
+    #[pyo3(item)]
+    url: String,
+    #[pyo3(item, default)]
+    sentinels: Vec<String>,
+    #[pyo3(item, default)]
+    master_name: Option<String>,
+    #[pyo3(item, default)]
+    connect_timeout: Option<f64>,
+    #[pyo3(item, default)]
+    timeout: Option<f64>,
+    /// TLS, as redis-py's ssl_ca_certs, ssl_certfile and ssl_keyfile: paths
+    /// to PEM files.
+    #[pyo3(item, default)]
+    ca_certs: Option<String>,
+    #[pyo3(item, default)]
+    certfile: Option<String>,
+    #[pyo3(item, default)]
+    keyfile: Option<String>,
+}
+
+/// The certificates a TLS connection trusts and presents, read from files.
+fn tls_certificates(spec: &HostSpec) -> PyResult<redis::TlsCertificates> {
+    let read = |what: &str, path: &str| {
+        std::fs::read(path)
+            .map_err(|err| PyValueError::new_err(format!("cannot read {what} {path:?}: {err}")))
+    };
+    let client_tls = match (&spec.certfile, &spec.keyfile) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("ssl_certfile", cert)?,
+            client_key: read("ssl_keyfile", key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(PyValueError::new_err(
+                "ssl_certfile and ssl_keyfile go together",
+            ))
+        }
+    };
+    let root_cert = spec
+        .ca_certs
+        .as_deref()
+        .map(|path| read("ssl_ca_certs", path))
+        .transpose()?;
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
+/// Waits this long by default before reporting a connection or reply error.
+const DEFAULT_TIMEOUT: f64 = 5.0;
+
+pub fn shard(spec: HostSpec) -> PyResult<Shard> {
+    let name = spec.name.clone();
+    let bad = |err: RedisError| PyValueError::new_err(format!("bad Redis address {name}: {err}"));
+    // Small commands must leave at once, not wait for Nagle.
+    let nodelay = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    let info = spec.url.as_str().into_connection_info().map_err(bad)?;
+    let certificates = tls_certificates(&spec)?;
+    let source = match spec.master_name {
+        None => {
+            let info = info.set_tcp_settings(nodelay);
+            let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+            let client = if tls {
+                Client::build_with_tls(info, certificates)
+            } else {
+                Client::open(info)
+            };
+            Source::Direct(client.map_err(bad)?)
+        }
+        Some(master) => {
+            let node = SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(info.redis_settings().clone())
+                .set_tcp_settings(nodelay);
+            let sentinels: Vec<&str> = spec.sentinels.iter().map(String::as_str).collect();
+            let client =
+                SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)
+                    .map_err(bad)?;
+            Source::Sentinel(tokio::sync::Mutex::new(client))
+        }
+    };
+    let seconds = |what: &str, value: Option<f64>| {
+        let value = value.unwrap_or(DEFAULT_TIMEOUT);
+        Duration::try_from_secs_f64(value).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{what} must be a positive number of seconds, got {value}"
+            ))
+        })
+    };
+    let timeouts = Timeouts {
+        connect: seconds("socket_connect_timeout", spec.connect_timeout)?,
+        reply: seconds("socket_timeout", spec.timeout)?,
+    };
+    Ok(Shard::new(source, timeouts, spec.name))
+}
