@@ -171,6 +171,10 @@ class RedisChannelLayer(CoreLayer):
         """Close this process's connections; the next operation reconnects."""
         self._core.close()
 
+    def _group_key(self, group):
+        """The Redis key of ``group``, as channels_redis names it."""
+        return f"{self.prefix}:group:{group}".encode()
+
     def serialize(self, message):
         return self._serializer.serialize(message)
 
