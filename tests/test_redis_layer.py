@@ -418,3 +418,26 @@ async def test_new_channel_with_other_prefixes(layer, redis):
         {"type": "from.rust"},
     ]
     assert keys(redis) == []
+
+
+async def test_backup_is_cleared_once_a_message_is_taken(layer, redis):
+    """Another receiver's restore step must not hand the message out again."""
+    await layer.send("backed", {"type": "x"})
+    assert await receive(layer, "backed") == {"type": "x"}
+    deadline = time.monotonic() + 1
+    while command(redis.port, "ZCARD", "asgibacked$inflight") != b":0\r\n":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+
+
+async def test_cancelled_normal_receive_loses_nothing(layer):
+    for _ in range(3):
+        pending = asyncio.create_task(layer.receive("patient"))
+        await asyncio.sleep(0.05)  # its blocking pop is on the server
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+    for n in range(3):
+        await layer.send("patient", {"type": "m", "n": n})
+    got = sorted([(await receive(layer, "patient", timeout=12))["n"] for _ in range(3)])
+    assert got == [0, 1, 2]

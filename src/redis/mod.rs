@@ -40,6 +40,13 @@ const BLOCK_SECONDS: f64 = 5.0;
 /// Most messages the local pump takes per round trip.
 const POP_BATCH: usize = 100;
 
+/// A message popped from a normal channel, still in the in-flight backup.
+struct Taken {
+    member: Vec<u8>,
+    score: f64,
+    body: Vec<u8>,
+}
+
 /// What BZPOPMIN returns: key, member, score.
 type Popped = (String, Vec<u8>, f64);
 
@@ -140,17 +147,17 @@ impl Inner {
     }
 
     /// Pops the next readable message of a normal channel, waiting as long
-    /// as it takes, and returns its body; a copy stays in the in-flight
-    /// backup (see scripts::POP). Unreadable messages are dropped with a log
-    /// line, so one bad message cannot stop a consumer.
-    async fn pop(&self, shard: usize, key: &str) -> Result<Vec<u8>, Failure> {
+    /// as it takes; a copy stays in the in-flight backup (see scripts::POP)
+    /// until `clear_backup`. Unreadable messages are dropped with a log line,
+    /// so one bad message cannot stop a consumer.
+    async fn pop(&self, shard: usize, key: &str) -> Result<Taken, Failure> {
         let backup = format!("{key}$inflight");
         let mut connection = self.shards[shard]
             .blocking()
             .await
             .map_err(|err| self.failed(shard, err))?;
         loop {
-            let Some(member) = self
+            let Some((member, score)) = self
                 .pop_member(shard, key, &backup, &mut connection)
                 .await?
             else {
@@ -159,7 +166,11 @@ impl Inner {
             match self.serializer.open(&member) {
                 Ok(opened) => {
                     self.shards[shard].release(connection);
-                    return Ok(opened.body);
+                    return Ok(Taken {
+                        member,
+                        score,
+                        body: opened.body,
+                    });
                 }
                 Err(problem) => {
                     log::error!(target: "channels_rs", "dropped a message on {key} that cannot be read: {problem}");
@@ -173,14 +184,15 @@ impl Inner {
         }
     }
 
-    /// One member, backed up; `None` when a blocking pop timed out.
+    /// One member and its score, backed up; `None` when a blocking pop
+    /// timed out.
     async fn pop_member(
         &self,
         shard: usize,
         key: &str,
         backup: &str,
         connection: &mut MultiplexedConnection,
-    ) -> Result<Option<Vec<u8>>, Failure> {
+    ) -> Result<Option<(Vec<u8>, f64)>, Failure> {
         let popped: Vec<(Vec<u8>, f64)> = scripts::POP
             .key(key)
             .key(backup)
@@ -188,8 +200,8 @@ impl Inner {
             .invoke_async(connection)
             .await
             .map_err(|err| self.failed(shard, err))?;
-        if let Some((member, _)) = popped.into_iter().next() {
-            return Ok(Some(member));
+        if let Some(first) = popped.into_iter().next() {
+            return Ok(Some(first));
         }
         // Nothing queued: block. A message popped here is backed up in a
         // second step, as channels_redis does.
@@ -209,16 +221,32 @@ impl Inner {
             .query_async(connection)
             .await
             .map_err(|err| self.failed(shard, err))?;
-        Ok(Some(member))
+        Ok(Some((member, score)))
     }
 
-    /// Removes one handled message from a normal channel's in-flight backup.
-    async fn clear_backup(&self, shard: usize, key: String) {
+    /// Removes a taken message from its channel's in-flight backup.
+    async fn clear_backup(&self, shard: usize, key: &str, member: &[u8]) {
         if let Ok(mut connection) = self.shared(shard).await {
-            let _: Result<redis::Value, _> = redis::cmd("ZPOPMIN")
+            let _: Result<i64, _> = redis::cmd("ZREM")
                 .arg(format!("{key}$inflight"))
+                .arg(member)
                 .query_async(&mut connection)
                 .await;
+        }
+    }
+
+    /// Puts a message back at its old place in the queue.
+    async fn requeue(&self, shard: usize, key: &str, member: &[u8], score: f64) {
+        if let Ok(mut connection) = self.shared(shard).await {
+            let restored: Result<i64, _> = redis::cmd("ZADD")
+                .arg(key)
+                .arg(score)
+                .arg(member)
+                .query_async(&mut connection)
+                .await;
+            if let Err(err) = restored {
+                log::error!(target: "channels_rs", "could not put back a message on {key}: {err}");
+            }
         }
     }
 
@@ -654,18 +682,35 @@ impl RedisCore {
         let target = future.clone().unbind();
         let inner = Arc::clone(inner);
         runtime::handle()?.spawn(async move {
-            let popped = inner.pop(shard, &key).await;
+            let taken = match inner.pop(shard, &key).await {
+                Ok(taken) => taken,
+                Err(failure) => {
+                    let outcome: Outcome = Box::new(move |py| Err(failure.into_py(py)));
+                    queue.push(Completion {
+                        future: target,
+                        outcome,
+                        settle: None,
+                    });
+                    return;
+                }
+            };
+            let Taken {
+                member,
+                score,
+                body,
+            } = taken;
             let reader = Arc::clone(&inner);
-            let outcome: Outcome = Box::new(move |py| match popped {
-                Ok(body) => reader.read_body(py, &body).map(Bound::unbind),
-                Err(failure) => Err(failure.into_py(py)),
-            });
-            // Taken: drop the backup. Cancelled: leave it; the next receive
-            // on this channel (ours or channels_redis's) puts it back.
+            let outcome: Outcome =
+                Box::new(move |py| reader.read_body(py, &body).map(Bound::unbind));
+            // Cancelled before it arrived: back into the queue, where it was.
+            let putter = Arc::clone(&inner);
+            let (put_key, put_member) = (key.clone(), member.clone());
             let settle: Settle = Box::new(move |_py, unused| {
-                if unused.is_none() {
+                if unused.is_some() {
                     if let Ok(handle) = runtime::handle() {
-                        handle.spawn(async move { inner.clear_backup(shard, key).await });
+                        handle.spawn(async move {
+                            putter.requeue(shard, &put_key, &put_member, score).await
+                        });
                     }
                 }
             });
@@ -674,6 +719,9 @@ impl RedisCore {
                 outcome,
                 settle: Some(settle),
             });
+            // The message is ours now: clear the backup at once, so no other
+            // receiver's restore step hands it out a second time.
+            inner.clear_backup(shard, &key, &member).await;
         });
         Ok(future)
     }
@@ -681,16 +729,33 @@ impl RedisCore {
     /// After an await of a `receive` future failed: stop waiting, and put
     /// back a message that arrived but was never taken.
     fn abandon(&self, py: Python<'_>, channel: &str, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        if !channel.contains('!') {
+        let local = channel.contains('!');
+        if local {
+            self.inner.local.unwait(channel, future);
+        }
+        let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
+        if !future.call_method0(intern!(py, "done"))?.is_truthy()? || cancelled {
             return Ok(());
         }
-        self.inner.local.unwait(channel, future);
-        let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
-        if future.call_method0(intern!(py, "done"))?.is_truthy()? && !cancelled {
-            let message = future.call_method0(intern!(py, "result"))?.unbind();
-            self.inner
-                .deliver_local(channel.to_owned(), Buffered::Message(message), true);
+        let message = future.call_method0(intern!(py, "result"))?;
+        if local {
+            self.inner.deliver_local(
+                channel.to_owned(),
+                Buffered::Message(message.unbind()),
+                true,
+            );
+            return Ok(());
         }
+        // Arrived, but the receiver was cancelled before taking it: send it
+        // back to the channel rather than lose it.
+        let member = self
+            .inner
+            .serializer
+            .encode(errors::require_dict(&message)?, None)?;
+        let inner = Arc::clone(&self.inner);
+        let (shard, key) = (inner.round_robin(&inner.next_send), inner.key(channel));
+        runtime::handle()?
+            .spawn(async move { inner.requeue(shard, &key, &member, unix_now()).await });
         Ok(())
     }
 
