@@ -70,10 +70,6 @@ impl Bridge {
             }
         }
     }
-
-    fn fileno(&self) -> i32 {
-        self.queue.signal.as_raw_fd()
-    }
 }
 
 fn complete(py: Python<'_>, completion: Completion) -> PyResult<()> {

@@ -45,7 +45,6 @@ class Serializer:
     def deserialize(self, data: bytes) -> dict[str, Any]: ...
 
 class RedisCore:
-    client_prefix: str
     has_capacity_patterns: bool
     def __init__(
         self,
@@ -85,4 +84,3 @@ class RedisCore:
 
 class Bridge:
     def drain(self) -> None: ...
-    def fileno(self) -> int: ...

@@ -546,8 +546,6 @@ pub struct RedisCore {
     /// Set when `channel_capacity` has patterns: group_send then needs
     /// Python to work out each member's capacity.
     has_patterns: bool,
-    #[pyo3(get)]
-    client_prefix: String,
 }
 
 /// A future of the running loop, and its bridge.
@@ -636,7 +634,6 @@ impl RedisCore {
             capacities: Capacities::new(non_negative(capacity), patterns),
             default_capacity: capacity,
             has_patterns,
-            client_prefix,
         })
     }
 
