@@ -39,9 +39,9 @@ fn unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn random_bytes<const N: usize>() -> PyResult<[u8; N]> {
+fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
     let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|err| PyOSError::new_err(err.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(|err| err.to_string())?;
     Ok(bytes)
 }
 
@@ -81,11 +81,8 @@ impl Serializer {
                 out.extend_from_slice(text.as_bytes());
             }
         }
-        if let Some(key) = self.keys.first() {
-            let token = key.encrypt(&out[body_at..], unix_seconds(), random_bytes()?);
-            out.truncate(body_at);
-            out.extend_from_slice(&token);
-        }
+        self.encrypt_after(&mut out, body_at)
+            .map_err(PyOSError::new_err)?;
         Ok(out)
     }
 
@@ -127,13 +124,19 @@ impl Serializer {
             Format::Msgpack => msgpack::append_entry(body, REPLY_CHANNEL_KEY, names, &mut out)?,
             Format::Json => json_append_entry(body, REPLY_CHANNEL_KEY, names, &mut out)?,
         }
+        self.encrypt_after(&mut out, body_at)?;
+        Ok(out)
+    }
+
+    /// Replaces the body that starts at `body_at` with its Fernet token,
+    /// when the layer encrypts.
+    fn encrypt_after(&self, out: &mut Vec<u8>, body_at: usize) -> Result<(), String> {
         if let Some(key) = self.keys.first() {
-            let iv = random_bytes().map_err(|err| err.to_string())?;
-            let token = key.encrypt(&out[body_at..], unix_seconds(), iv);
+            let token = key.encrypt(&out[body_at..], unix_seconds(), random_bytes()?);
             out.truncate(body_at);
             out.extend_from_slice(&token);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The body of a stored message: prefix removed, decrypted.
