@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 
+use super::ring::non_local_name;
 use crate::bridge::Queue;
 
 /// A message waiting in this process: still bytes, or already a dict that a
@@ -39,8 +40,27 @@ impl Channel {
 }
 
 #[derive(Default)]
+struct State {
+    channels: HashMap<String, Channel>,
+    /// Waiting receivers per local name (`<prefix>.<client>!`), so a pump
+    /// learns whether to go on without looking at every channel.
+    waiting: HashMap<String, usize>,
+}
+
+impl State {
+    fn count(&mut self, channel: &str, change: isize) {
+        let name = non_local_name(channel);
+        let count = self.waiting.entry(name.to_owned()).or_default();
+        *count = count.saturating_add_signed(change);
+        if *count == 0 {
+            self.waiting.remove(name);
+        }
+    }
+}
+
+#[derive(Default)]
 pub struct Local {
-    channels: Mutex<HashMap<String, Channel>>,
+    state: Mutex<State>,
 }
 
 /// What `Local::route` did with a message.
@@ -52,20 +72,18 @@ pub enum Routed {
 }
 
 impl Local {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Channel>> {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether anyone waits on a channel whose name starts with `local_name`.
+    /// Whether anyone waits on a channel of `local_name`.
     pub fn has_waiters(&self, local_name: &str) -> bool {
-        self.lock()
-            .iter()
-            .any(|(name, channel)| name.starts_with(local_name) && !channel.waiters.is_empty())
+        self.lock().waiting.contains_key(local_name)
     }
 
     /// The next buffered message of `channel`, if any.
     pub fn take(&self, channel: &str) -> Option<Buffered> {
-        let mut channels = self.lock();
+        let channels = &mut self.lock().channels;
         let entry = channels.get_mut(channel)?;
         let taken = entry.buffer.pop_front();
         if entry.is_idle() {
@@ -76,40 +94,47 @@ impl Local {
 
     /// Waits on `channel` unless a message arrived meanwhile (then returned).
     pub fn wait(&self, channel: &str, future: Py<PyAny>, queue: Arc<Queue>) -> Option<Buffered> {
-        let mut channels = self.lock();
-        let entry = channels.entry(channel.to_owned()).or_default();
+        let mut state = self.lock();
+        let entry = state.channels.entry(channel.to_owned()).or_default();
         if let Some(buffered) = entry.buffer.pop_front() {
             return Some(buffered);
         }
         entry.waiters.push_back(Waiter { future, queue });
+        state.count(channel, 1);
         None
     }
 
-    /// Stops waiting with `future` (cancelled). Returns false if it was no
-    /// longer listed: a message may be on its way to it.
-    pub fn unwait(&self, channel: &str, future: &Bound<'_, PyAny>) -> bool {
-        let mut channels = self.lock();
-        let Some(entry) = channels.get_mut(channel) else {
-            return false;
+    /// Stops waiting with `future` (cancelled), if it still waits.
+    pub fn unwait(&self, channel: &str, future: &Bound<'_, PyAny>) {
+        let mut state = self.lock();
+        let Some(entry) = state.channels.get_mut(channel) else {
+            return;
         };
-        let before = entry.waiters.len();
-        entry.waiters.retain(|waiter| !waiter.future.is(future));
-        let removed = entry.waiters.len() < before;
+        let Some(at) = entry
+            .waiters
+            .iter()
+            .position(|waiter| waiter.future.is(future))
+        else {
+            return;
+        };
+        entry.waiters.remove(at);
         if entry.is_idle() {
-            channels.remove(channel);
+            state.channels.remove(channel);
         }
-        removed
+        state.count(channel, -1);
     }
 
     /// Gives `message` to the first waiter of `channel`, else buffers it
-    /// (at the front if `front`), keeping at most `capacity`.
+    /// (at the front if `front`), keeping at most `capacity`. A dropped
+    /// message comes back to be released after the lock.
     pub fn route(&self, channel: &str, message: Buffered, capacity: usize, front: bool) -> Routed {
-        let mut channels = self.lock();
-        let entry = channels.entry(channel.to_owned()).or_default();
+        let mut state = self.lock();
+        let entry = state.channels.entry(channel.to_owned()).or_default();
         if let Some(waiter) = entry.waiters.pop_front() {
             if entry.is_idle() {
-                channels.remove(channel);
+                state.channels.remove(channel);
             }
+            state.count(channel, -1);
             return Routed::Waiter(waiter.future, waiter.queue, message);
         }
         if front {
