@@ -148,24 +148,30 @@ async def test_cancelled_local_receive_keeps_the_message(layer):
     assert await receive(layer, channel) == {"type": "kept"}
 
 
-def test_group_send_from_threads_with_async_to_sync(redis):
-    layer = RedisChannelLayer(hosts=[redis.url])
-    async_to_sync(layer.group_add)("room", "sink")
+def group_send_from_threads(layer, group, threads, calls):
+    """Each of `threads` plain threads calls async_to_sync(group_send)
+    `calls` times; returns the errors they met."""
     errors = []
 
     def sender():
         try:
-            for _ in range(20):
-                async_to_sync(layer.group_send)("room", {"type": "tick"})
-        except Exception as error:  # reported below
+            for _ in range(calls):
+                async_to_sync(layer.group_send)(group, {"type": "tick"})
+        except Exception as error:  # reported by the caller
             errors.append(error)
 
-    threads = [threading.Thread(target=sender) for _ in range(4)]
-    for thread in threads:
+    running = [threading.Thread(target=sender) for _ in range(threads)]
+    for thread in running:
         thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert errors == []
+    for thread in running:
+        thread.join(120)
+    return errors
+
+
+def test_group_send_from_threads_with_async_to_sync(redis):
+    layer = RedisChannelLayer(hosts=[redis.url])
+    async_to_sync(layer.group_add)("room", "sink")
+    assert group_send_from_threads(layer, "room", threads=4, calls=20) == []
     got = [async_to_sync(layer.receive)("sink") for _ in range(80)]
     assert got == [{"type": "tick"}] * 80
     async_to_sync(layer.flush)()
@@ -304,21 +310,7 @@ def test_sixteen_threads_of_async_to_sync_share_connections(redis):
     layer = RedisChannelLayer(hosts=[redis.url])
     async_to_sync(layer.group_add)("busy-room", "sink")
     before = connected_clients(redis)
-    errors = []
-
-    def sender():
-        try:
-            for _ in range(200):
-                async_to_sync(layer.group_send)("busy-room", {"type": "tick"})
-        except Exception as error:  # reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=sender) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    assert group_send_from_threads(layer, "busy-room", threads=16, calls=200) == []
     assert connected_clients(redis) - before <= 1
     async_to_sync(layer.flush)()
 
