@@ -7,6 +7,7 @@
 //! it already has. Measured: a tenth of the cost of `future_into_py` per
 //! operation when many are in flight (research/bridge-costs.md).
 
+use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +15,7 @@ use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::PyWeakrefReference;
 
 /// Makes the Python result of an operation, on the loop thread.
 pub type Outcome = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
@@ -104,8 +106,29 @@ pub fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         .call0()
 }
 
+thread_local! {
+    /// The last loop this thread asked for, and its queue: nearly every call
+    /// is for the same loop, and the dictionary lookup is Python code.
+    static LAST: RefCell<Option<(Py<PyWeakrefReference>, Arc<Queue>)>> = const { RefCell::new(None) };
+}
+
 /// The bridge of `event_loop`, made (and registered with the loop) on first use.
 pub fn for_loop(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Queue>> {
+    let cached = LAST.with_borrow(|last| {
+        let (reference, queue) = last.as_ref()?;
+        let alive = reference.bind(py).upgrade()?;
+        alive.is(event_loop).then(|| Arc::clone(queue))
+    });
+    if let Some(queue) = cached {
+        return Ok(queue);
+    }
+    let queue = registered(py, event_loop)?;
+    let reference = PyWeakrefReference::new(event_loop)?.unbind();
+    LAST.set(Some((reference, Arc::clone(&queue))));
+    Ok(queue)
+}
+
+fn registered(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Queue>> {
     static BRIDGES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let bridges = BRIDGES
         .get_or_try_init(py, || {

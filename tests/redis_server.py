@@ -31,12 +31,15 @@ def free_port():
 
 
 def command(port, *words, timeout=1.0, tls=None):
-    """Send one command in RESP and return the raw reply; `tls` is an
+    """Send one command (str or bytes words) in RESP and return the raw reply;
+    `tls` is an
     ssl.SSLContext for a TLS port."""
-    request = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+    parts = [w if isinstance(w, bytes) else str(w).encode() for w in words]
+    request = b"*%d\r\n" % len(parts)
+    request += b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
         connection = tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
-        connection.sendall(request.encode())
+        connection.sendall(request)
         return connection.recv(65536)
 
 

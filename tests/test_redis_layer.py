@@ -2,11 +2,13 @@
 real channels_redis on the same server (a mixed fleet during a migration)."""
 
 import asyncio
+import os
 import re
 import socket
 import threading
 import time
 
+import msgpack
 import pytest
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
@@ -271,6 +273,51 @@ async def test_garbage_on_the_local_key_does_not_stop_the_pump(layer, redis, cap
         await layer.send(channel, {"type": "after.garbage"})
         assert await waiting == {"type": "after.garbage"}
     assert "cannot be read" in caplog.text
+
+
+async def test_routing_entry_is_removed_wherever_it_is(layer, redis):
+    """A sender may put __asgi_channel__ anywhere in the map; every receiver
+    gets the rest, in order."""
+    first, second = await layer.new_channel(), await layer.new_channel()
+    stored = {"type": "a", "__asgi_channel__": [first, second], "z": [1, {"y": b"2"}]}
+    # channels_redis's layout: a 12-byte random prefix, then the msgpack map.
+    member = os.urandom(12) + msgpack.packb(stored)
+    zadd(redis, f"asgispecific.{layer.client_prefix}!", member)
+    expected = {"type": "a", "z": [1, {"y": b"2"}]}
+    for channel in (first, second):
+        got = await receive(layer, channel)
+        assert got == expected
+        assert list(got) == ["type", "z"]
+
+
+class QuickPops(RedisChannelLayer):
+    brpop_timeout = 0.2
+
+
+def blocked_pops(redis):
+    return command(redis.port, "CLIENT", "LIST").count(b"cmd=bzpopmin")
+
+
+async def test_idle_receiving_stops_after_the_block_timeout():
+    """Nothing keeps popping for a process that stopped receiving."""
+    redis = RedisServer()  # its own: other tests' layers may still be popping
+    layer = QuickPops(hosts=[redis.url])
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "one"})
+    await layer.send("normal", {"type": "two"})
+    assert await receive(layer, channel) == {"type": "one"}
+    assert await receive(layer, "normal") == {"type": "two"}
+    deadline = time.monotonic() + 2
+    while blocked_pops(redis):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    # Nobody pops any more: the next message stays in Redis.
+    await layer.send(channel, {"type": "three"})
+    await asyncio.sleep(0.5)
+    queue = f"asgispecific.{layer.client_prefix}!"
+    assert command(redis.port, "ZCARD", queue) == b":1\r\n"
+    assert await receive(layer, channel) == {"type": "three"}
+    redis.stop()
 
 
 async def test_wrong_encryption_key_drops_the_message_with_a_log(redis, caplog):

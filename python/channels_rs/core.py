@@ -79,6 +79,7 @@ class RedisChannelLayer(CoreLayer):
     """Channel layer on Redis, sharing channels_redis's keys and message bytes,
     so both can serve one project during a migration."""
 
+    # Seconds one blocking pop waits before it is issued again.
     brpop_timeout = 5
     extensions = ["groups", "flush"]
 
@@ -123,6 +124,7 @@ class RedisChannelLayer(CoreLayer):
             self.channel_capacity,
             self._serializer,
             self.client_prefix,
+            self.brpop_timeout,
         )
 
     async def send(self, channel, message):

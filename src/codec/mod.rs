@@ -162,14 +162,14 @@ impl Serializer {
     /// Opens a stored message without Python: checks it decodes to a dict and
     /// finds the process-local channels it is for (`__asgi_channel__`).
     pub fn open(&self, bytes: &[u8]) -> Result<Opened, String> {
-        let body = self.plaintext(bytes)?.into_owned();
+        let plaintext = self.plaintext(bytes)?;
         let reply = match self.format {
             Format::Msgpack => {
-                msgpack::scan(&body, REPLY_CHANNEL_KEY).map_err(|err| err.to_string())?
+                return msgpack::scan(&plaintext, REPLY_CHANNEL_KEY).map_err(|err| err.to_string())
             }
             Format::Json => {
                 let value: serde_json::Value =
-                    serde_json::from_slice(&body).map_err(|err| err.to_string())?;
+                    serde_json::from_slice(&plaintext).map_err(|err| err.to_string())?;
                 let map = value
                     .as_object()
                     .ok_or("the message is not a JSON object")?;
@@ -183,7 +183,11 @@ impl Serializer {
                 }
             }
         };
-        Ok(Opened { body, reply })
+        // JSON keeps the entry: the receiver deletes it after decoding.
+        Ok(Opened {
+            body: plaintext.into_owned(),
+            reply,
+        })
     }
 
     /// The Python message an opened body holds.
@@ -253,6 +257,7 @@ fn json_string(text: &str, out: &mut Vec<u8>) {
 
 /// A stored message, decrypted and checked.
 pub struct Opened {
+    /// The message; for msgpack without its `__asgi_channel__` entry.
     pub body: Vec<u8>,
     /// The process-local channels named in it, if any.
     pub reply: Option<Vec<String>>,

@@ -14,6 +14,8 @@ use pyo3::types::{
 };
 use rmp::Marker;
 
+use super::Opened;
+
 /// msgpack-python refuses to nest deeper than this.
 const MAX_DEPTH: usize = 512;
 
@@ -256,12 +258,9 @@ impl<'py> Build for Objects<'py> {
     }
 }
 
-/// Checks bytes without Python and finds the top-level `reply_key` entry: a
-/// string, or a list of strings.
-struct Scan<'k> {
-    reply_key: &'k str,
-    reply: Option<Vec<String>>,
-}
+/// Checks bytes without Python, keeping what routing needs: the strings
+/// and lists of strings.
+struct Scan;
 
 /// What `Scan` keeps of a value: strings and lists of strings.
 enum Seen {
@@ -271,7 +270,7 @@ enum Seen {
     Other,
 }
 
-impl Build for Scan<'_> {
+impl Build for Scan {
     type Value = Seen;
     fn nil(&mut self) -> Result<Seen, Invalid> {
         Ok(Seen::Other)
@@ -301,18 +300,7 @@ impl Build for Scan<'_> {
             .collect();
         Ok(texts.map_or(Seen::Other, Seen::Texts))
     }
-    fn map(&mut self, entries: Vec<(Seen, Seen)>, depth: usize) -> Result<Seen, Invalid> {
-        if depth == 0 {
-            for (key, value) in entries {
-                if matches!(&key, Seen::Key(name) if name == self.reply_key) {
-                    self.reply = match value {
-                        Seen::Key(one) => Some(vec![one]),
-                        Seen::Texts(many) => Some(many),
-                        _ => None,
-                    };
-                }
-            }
-        }
+    fn map(&mut self, _: Vec<(Seen, Seen)>, _: usize) -> Result<Seen, Invalid> {
         Ok(Seen::Other)
     }
     fn is_key(value: &Seen) -> bool {
@@ -325,18 +313,51 @@ pub fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>>
     Ok(read_whole(bytes, &mut Objects(py))?)
 }
 
-/// Checks that `bytes` is one message `decode` accepts (a map) and returns
-/// its top-level `reply_key` channel names, if any. Needs no GIL.
-pub fn scan(bytes: &[u8], reply_key: &str) -> Result<Option<Vec<String>>, Invalid> {
-    if !matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf)) {
-        return Err(invalid("the message is not a msgpack map"));
-    }
-    let mut scan = Scan {
-        reply_key,
-        reply: None,
+/// Checks that `bytes` is one message `decode` accepts (a map) and splits
+/// off its top-level `reply_key` entry, so each receiver of a group message
+/// decodes only its own part. Needs no GIL.
+pub fn scan(bytes: &[u8], reply_key: &str) -> Result<Opened, Invalid> {
+    let mut reader = Reader { bytes, at: 0 };
+    let len = match Marker::from_u8(reader.array::<1>()?[0]) {
+        Marker::FixMap(len) => len.into(),
+        Marker::Map16 => reader.len16()?,
+        Marker::Map32 => reader.len32()?,
+        _ => return Err(invalid("the message is not a msgpack map")),
     };
-    read_whole(bytes, &mut scan)?;
-    Ok(scan.reply)
+    reader.check_entries(len)?;
+    let mut kept = Vec::with_capacity(bytes.len());
+    let mut reply = None;
+    let mut dropped = 0;
+    let mut from = reader.at;
+    for _ in 0..len {
+        let start = reader.at;
+        let (key, value) = reader.entry(&mut Scan, 1)?;
+        if matches!(&key, Seen::Key(name) if name == reply_key) {
+            kept.extend_from_slice(&bytes[from..start]);
+            from = reader.at;
+            dropped += 1;
+            reply = match value {
+                Seen::Key(one) => Some(vec![one]),
+                Seen::Texts(many) => Some(many),
+                _ => None,
+            };
+        }
+    }
+    if reader.at != bytes.len() {
+        return Err(invalid("extra bytes after the msgpack message"));
+    }
+    if dropped == 0 {
+        return Ok(Opened {
+            body: bytes.to_vec(),
+            reply,
+        });
+    }
+    kept.extend_from_slice(&bytes[from..]);
+    let mut body = Vec::with_capacity(kept.len() + 5);
+    let count = u32::try_from(len - dropped).map_err(|_| truncated())?;
+    rmp::encode::write_map_len(&mut body, count).map_err(|err| invalid(&err.to_string()))?;
+    body.extend_from_slice(&kept);
+    Ok(Opened { body, reply })
 }
 
 fn read_whole<B: Build>(bytes: &[u8], build: &mut B) -> Result<B::Value, Invalid> {
@@ -452,17 +473,30 @@ impl<'a> Reader<'a> {
         len: usize,
         depth: usize,
     ) -> Result<B::Value, Invalid> {
+        self.check_entries(len)?;
+        let entries = (0..len)
+            .map(|_| self.entry(build, depth + 1))
+            .collect::<Result<_, _>>()?;
+        build.map(entries, depth)
+    }
+
+    /// Every entry takes at least two bytes: a longer count is a lie.
+    fn check_entries(&self, len: usize) -> Result<(), Invalid> {
         if len > (self.bytes.len() - self.at) / 2 {
             return Err(truncated());
         }
-        let mut entries = Vec::with_capacity(len);
-        for _ in 0..len {
-            let key = self.value(build, depth + 1)?;
-            if !B::is_key(&key) {
-                return Err(invalid("map keys must be str or bytes"));
-            }
-            entries.push((key, self.value(build, depth + 1)?));
+        Ok(())
+    }
+
+    fn entry<B: Build>(
+        &mut self,
+        build: &mut B,
+        depth: usize,
+    ) -> Result<(B::Value, B::Value), Invalid> {
+        let key = self.value(build, depth)?;
+        if !B::is_key(&key) {
+            return Err(invalid("map keys must be str or bytes"));
         }
-        build.map(entries, depth)
+        Ok((key, self.value(build, depth)?))
     }
 }

@@ -35,16 +35,16 @@ use hosts::{shard, HostSpec};
 use local::{Buffered, Local, Routed};
 use ring::{consistent_hash, non_local_name};
 
-/// How long one blocking pop waits before it is issued again.
-const BLOCK_SECONDS: f64 = 5.0;
 /// Most messages the local pump takes per round trip.
 const POP_BATCH: usize = 100;
 
-/// A message popped from a normal channel, still in the in-flight backup.
+/// A message popped from a normal channel.
 struct Taken {
     member: Vec<u8>,
     score: f64,
     body: Vec<u8>,
+    /// Whether a copy waits in the in-flight backup for `clear_backup`.
+    backed_up: bool,
 }
 
 /// What BZPOPMIN returns: key, member, score.
@@ -82,6 +82,9 @@ struct Inner {
     prefix: String,
     expiry: u64,
     group_expiry: u64,
+    /// How long one blocking pop waits before it is issued again; also how
+    /// long an idle pump outlives its last waiter.
+    block_seconds: f64,
     /// Most messages buffered per process-local channel.
     capacity: usize,
     serializer: Serializer,
@@ -147,81 +150,70 @@ impl Inner {
     }
 
     /// Pops the next readable message of a normal channel, waiting as long
-    /// as it takes; a copy stays in the in-flight backup (see scripts::POP)
-    /// until `clear_backup`. Unreadable messages are dropped with a log line,
-    /// so one bad message cannot stop a consumer.
+    /// as it takes. Unreadable messages are dropped with a log line, so one
+    /// bad message cannot stop a consumer.
     async fn pop(&self, shard: usize, key: &str) -> Result<Taken, Failure> {
-        let backup = format!("{key}$inflight");
-        let mut connection = self.shards[shard]
-            .blocking()
-            .await
-            .map_err(|err| self.failed(shard, err))?;
         loop {
-            let Some((member, score)) = self
-                .pop_member(shard, key, &backup, &mut connection)
-                .await?
-            else {
+            let Some((member, score, backed_up)) = self.pop_member(shard, key).await? else {
                 continue;
             };
             match self.serializer.open(&member) {
                 Ok(opened) => {
-                    self.shards[shard].release(connection);
                     return Ok(Taken {
                         member,
                         score,
                         body: opened.body,
+                        backed_up,
                     });
                 }
                 Err(problem) => {
                     log::error!(target: "channels_rs", "dropped a message on {key} that cannot be read: {problem}");
-                    let _: Result<i64, _> = redis::cmd("ZREM")
-                        .arg(&backup)
-                        .arg(&member)
-                        .query_async(&mut connection)
-                        .await;
+                    if backed_up {
+                        self.clear_backup(shard, key, &member).await;
+                    }
                 }
             }
         }
     }
 
-    /// One member and its score, backed up; `None` when a blocking pop
-    /// timed out.
+    /// One member, its score and whether it is backed up; `None` when a
+    /// blocking pop timed out.
+    ///
+    /// A queued message is popped and backed up in one script (scripts::POP)
+    /// on the shared connection, pipelined with other callers' commands; a
+    /// reply lost with the connection leaves it for the next receiver's
+    /// restore step. Otherwise a connection of our own blocks until one
+    /// arrives. That one is not backed up: BZPOPMIN cannot be combined with a
+    /// write, and a backup written after its reply (as channels_redis does)
+    /// only covers a moment in which the message is already in this process.
     async fn pop_member(
         &self,
         shard: usize,
         key: &str,
-        backup: &str,
-        connection: &mut MultiplexedConnection,
-    ) -> Result<Option<(Vec<u8>, f64)>, Failure> {
+    ) -> Result<Option<(Vec<u8>, f64, bool)>, Failure> {
+        let mut shared = self.shared(shard).await?;
         let popped: Vec<(Vec<u8>, f64)> = scripts::POP
             .key(key)
-            .key(backup)
+            .key(format!("{key}$inflight"))
             .arg(1)
-            .invoke_async(connection)
+            .invoke_async(&mut shared)
             .await
             .map_err(|err| self.failed(shard, err))?;
-        if let Some(first) = popped.into_iter().next() {
-            return Ok(Some(first));
+        if let Some((member, score)) = popped.into_iter().next() {
+            return Ok(Some((member, score, true)));
         }
-        // Nothing queued: block. A message popped here is backed up in a
-        // second step, as channels_redis does.
+        let mut connection = self.shards[shard]
+            .blocking()
+            .await
+            .map_err(|err| self.failed(shard, err))?;
         let blocked: Option<Popped> = redis::cmd("BZPOPMIN")
             .arg(key)
-            .arg(BLOCK_SECONDS)
-            .query_async(connection)
+            .arg(self.block_seconds)
+            .query_async(&mut connection)
             .await
             .map_err(|err| self.failed(shard, err))?;
-        let Some((_, member, score)) = blocked else {
-            return Ok(None);
-        };
-        let _: i64 = redis::cmd("ZADD")
-            .arg(backup)
-            .arg(score)
-            .arg(&member)
-            .query_async(connection)
-            .await
-            .map_err(|err| self.failed(shard, err))?;
-        Ok(Some((member, score)))
+        self.shards[shard].release(connection);
+        Ok(blocked.map(|(_, member, score)| (member, score, false)))
     }
 
     /// Removes a taken message from its channel's in-flight backup.
@@ -254,10 +246,14 @@ impl Inner {
     /// `shard` and route. Every shard has one: our senders use the shard of
     /// the non-local name, but channels_redis's use the shard of the full
     /// name (its bug #94), which can be any.
+    ///
+    /// It goes on after the last waiter until a pop finds nothing, so a
+    /// consumer between two receives finds its next message already here.
     async fn pump(self: Arc<Self>, local_name: String, shard: usize) {
         let key = self.key(&local_name);
+        let mut idle = false;
         loop {
-            {
+            if idle {
                 // Decided under the same lock receivers take to start pumps.
                 let mut pumps = self.pumps.lock().unwrap_or_else(|p| p.into_inner());
                 if !self.local.has_waiters(&local_name) {
@@ -267,11 +263,17 @@ impl Inner {
             }
             match self.pop_local(shard, &key).await {
                 Ok(members) => {
+                    idle = members.is_empty();
                     for member in members {
                         self.route(member);
                     }
                 }
                 Err(failure) => {
+                    // With nobody waiting, the check above ends the pump quietly.
+                    idle = true;
+                    if !self.local.has_waiters(&local_name) {
+                        continue;
+                    }
                     let Failure::Redis { shard, err } = failure else {
                         continue;
                     };
@@ -292,7 +294,7 @@ impl Inner {
         let (first, rest): (Option<Popped>, Vec<(Vec<u8>, f64)>) = redis::pipe()
             .cmd("BZPOPMIN")
             .arg(key)
-            .arg(BLOCK_SECONDS)
+            .arg(self.block_seconds)
             .cmd("ZPOPMIN")
             .arg(key)
             .arg(POP_BATCH - 1)
@@ -566,7 +568,7 @@ fn spawn<'py, T: Send + 'static>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let (future, queue) = pending(py)?;
     let target = future.clone().unbind();
-    runtime::handle()?.spawn(async move {
+    runtime::spawn(async move {
         let result = work.await;
         let outcome: Outcome = Box::new(move |py| match result {
             Ok(value) => to_python(py, value),
@@ -577,7 +579,7 @@ fn spawn<'py, T: Send + 'static>(
             outcome,
             settle: None,
         });
-    });
+    })?;
     Ok(future)
 }
 
@@ -608,6 +610,7 @@ impl RedisCore {
         channel_capacity: Vec<(Py<PyAny>, i64)>,
         serializer: &Bound<'_, Serializer>,
         client_prefix: String,
+        block_seconds: f64,
     ) -> PyResult<Self> {
         let shards = hosts.into_iter().map(shard).collect::<PyResult<Vec<_>>>()?;
         let has_patterns = !channel_capacity.is_empty();
@@ -620,6 +623,7 @@ impl RedisCore {
             prefix,
             expiry: expiry.max(0.0) as u64,
             group_expiry: group_expiry.max(0.0) as u64,
+            block_seconds,
             capacity: non_negative(capacity),
             serializer: serializer.get().clone(),
             shards,
@@ -678,7 +682,7 @@ impl RedisCore {
         let (future, queue) = pending(py)?;
         let target = future.clone().unbind();
         let inner = Arc::clone(inner);
-        runtime::handle()?.spawn(async move {
+        runtime::spawn(async move {
             let taken = match inner.pop(shard, &key).await {
                 Ok(taken) => taken,
                 Err(failure) => {
@@ -695,6 +699,7 @@ impl RedisCore {
                 member,
                 score,
                 body,
+                backed_up,
             } = taken;
             let reader = Arc::clone(&inner);
             let outcome: Outcome =
@@ -704,11 +709,9 @@ impl RedisCore {
             let (put_key, put_member) = (key.clone(), member.clone());
             let settle: Settle = Box::new(move |_py, unused| {
                 if unused.is_some() {
-                    if let Ok(handle) = runtime::handle() {
-                        handle.spawn(async move {
-                            putter.requeue(shard, &put_key, &put_member, score).await
-                        });
-                    }
+                    let _ = runtime::spawn(async move {
+                        putter.requeue(shard, &put_key, &put_member, score).await
+                    });
                 }
             });
             queue.push(Completion {
@@ -718,8 +721,10 @@ impl RedisCore {
             });
             // The message is ours now: clear the backup at once, so no other
             // receiver's restore step hands it out a second time.
-            inner.clear_backup(shard, &key, &member).await;
-        });
+            if backed_up {
+                inner.clear_backup(shard, &key, &member).await;
+            }
+        })?;
         Ok(future)
     }
 
@@ -751,9 +756,7 @@ impl RedisCore {
             .encode(errors::require_dict(&message)?, None)?;
         let inner = Arc::clone(&self.inner);
         let (shard, key) = (inner.round_robin(&inner.next_send), inner.key(channel));
-        runtime::handle()?
-            .spawn(async move { inner.requeue(shard, &key, &member, unix_now()).await });
-        Ok(())
+        runtime::spawn(async move { inner.requeue(shard, &key, &member, unix_now()).await })
     }
 
     fn group_add<'py>(
@@ -930,7 +933,7 @@ impl RedisCore {
         let mut pumps = inner.pumps.lock().unwrap_or_else(|p| p.into_inner());
         for shard in 0..inner.shards.len() {
             if pumps.insert((local_name.clone(), shard)) {
-                runtime::handle()?.spawn(Arc::clone(inner).pump(local_name.clone(), shard));
+                runtime::spawn(Arc::clone(inner).pump(local_name.clone(), shard))?;
             }
         }
         Ok(future)
