@@ -1,5 +1,6 @@
 """Benchmark channels_rs's layers against the originals, in one run, on this
-machine. Prints messages per second for each and the ratio.
+machine. Prints messages per second for each and the ratio; the Redis table
+also shows channels_redis's pub/sub layer on the same server.
 
     python benches/bench.py [--quick] [--only memory|redis]
 """
@@ -26,10 +27,21 @@ FAN_OUT_MEMBERS, FAN_OUT_ROUNDS = 100, 200
 DRAIN_MEMBERS = 10_000
 
 
+async def warm(layer, channel):
+    """One message through `channel` before timing: pub/sub layers only get
+    what is sent after they subscribe, which their first receive does; the
+    others open their connections."""
+    waiting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0.05)
+    await layer.send(channel, {"type": "bench.warm"})
+    await waiting
+
+
 async def round_trip(layer, count, local=False):
     """send then receive on one channel, one message at a time."""
     channel = await layer.new_channel() if local else "bench-rt"
     message = {"type": "bench.message", "text": "hello"}
+    await warm(layer, channel)
     start = time.perf_counter()
     for _ in range(count):
         await layer.send(channel, message)
@@ -54,6 +66,7 @@ async def concurrent_pairs(layer, pairs, per_pair, local=False):
         channels = [await layer.new_channel() for _ in range(pairs)]
     else:
         channels = [f"bench-pair-{n}" for n in range(pairs)]
+    await asyncio.gather(*(warm(layer, channel) for channel in channels))
     start = time.perf_counter()
     await asyncio.gather(*map(consume, channels), *map(produce, channels))
     return pairs * per_pair / (time.perf_counter() - start)
@@ -102,9 +115,15 @@ async def drain(layer, members):
     return members / (time.perf_counter() - start)
 
 
+async def join_sync_group(layer):
+    """A member that nobody reads, made in the same loop (pub/sub layers keep
+    one inner layer per event loop)."""
+    await layer.group_add("bench-sync", await layer.new_channel())
+
+
 def sync_group_send(layer, calls):
     """async_to_sync(group_send) from plain sync code, as views and tasks do."""
-    async_to_sync(layer.group_add)("bench-sync", "bench-sync-sink")
+    async_to_sync(join_sync_group)(layer)
     start = time.perf_counter()
     for _ in range(calls):
         async_to_sync(layer.group_send)("bench-sync", {"type": "bench.message"})
@@ -168,24 +187,26 @@ def in_memory_rows(quick):
 
 
 def redis_rows(url, quick):
+    """(scenario, channels_rs, channels_redis core, channels_redis pubsub)."""
     scale = 5 if quick else 1
-    upstream_core = __import__("channels_redis.core", fromlist=["RedisChannelLayer"])
+    from channels_redis.core import RedisChannelLayer as UpstreamCore
+    from channels_redis.pubsub import RedisPubSubChannelLayer as UpstreamPubSub
+
     # redis-py pools refuse a 101st connection: 100 receivers need more.
     theirs = {"hosts": [{"address": url, "max_connections": 1000}], "capacity": 100_000}
     mine = {"hosts": [url], "capacity": 100_000}
+    layers = [
+        (channels_rs.RedisChannelLayer, mine),
+        (UpstreamCore, theirs),
+        (UpstreamPubSub, {"hosts": [url]}),
+    ]
 
     def run(scenario, *args, runs=3):
-        def make(cls, config):
-            return lambda: cls(**config)
-
-        def measure(cls, config):
-            wrapped = lambda layer, *a: flushed(layer, scenario, *a)  # noqa: E731
-            return best_of(runs, wrapped, make(cls, config), *args)
-
-        return (
-            measure(channels_rs.RedisChannelLayer, mine),
-            measure(upstream_core.RedisChannelLayer, theirs),
-        )
+        wrapped = lambda layer, *a: flushed(layer, scenario, *a)  # noqa: E731
+        return [
+            best_of(runs, wrapped, lambda c=cls, k=config: c(**k), *args)
+            for cls, config in layers
+        ]
 
     yield ("a) round trip, normal channel", *run(round_trip, 2000 // scale))
     yield ("b) 100 pairs, normal channels", *run(concurrent_pairs, PAIRS, 20 // scale))
@@ -197,27 +218,25 @@ def redis_rows(url, quick):
     )
     calls = 500 // scale
     ceiling = statistics.median(sync_no_op(calls) for _ in range(3))
-    ours = statistics.median(
-        sync_group_send(channels_rs.RedisChannelLayer(**mine), calls) for _ in range(3)
-    )
-    upstream = statistics.median(
-        sync_group_send(upstream_core.RedisChannelLayer(**theirs), calls)
-        for _ in range(3)
-    )
-    yield ("f) async_to_sync(group_send)", ours, upstream)
+    rates = [
+        statistics.median(sync_group_send(cls(**config), calls) for _ in range(3))
+        for cls, config in layers
+    ]
+    yield ("f) async_to_sync(group_send)", *rates)
     print(
         f"   async_to_sync(no-op) ceiling: {ceiling:,.0f} calls/s; channels_rs at "
-        f"{ours / ceiling:.0%} of it, channels_redis at {upstream / ceiling:.0%}"
+        f"{rates[0] / ceiling:.0%} of it, channels_redis at {rates[1] / ceiling:.0%}, "
+        f"its pubsub at {rates[2] / ceiling:.0%}"
     )
     direct = statistics.median(
         sync_direct(channels_rs.RedisChannelLayer(**mine), calls * 10) for _ in range(3)
     )
-    yield ("g) group_send_sync vs f", direct, upstream)
+    yield ("g) group_send_sync vs f", direct, rates[1], rates[2])
 
 
 def sync_direct(layer, calls):
     """channels_rs's group_send_sync: plain sync code, no event loop."""
-    async_to_sync(layer.group_add)("bench-sync", "bench-sync-sink")
+    async_to_sync(join_sync_group)(layer)
     start = time.perf_counter()
     for _ in range(calls):
         layer.group_send_sync("bench-sync", {"type": "bench.message"})
@@ -226,13 +245,17 @@ def sync_direct(layer, calls):
     return rate
 
 
-def print_table(title, rows, baseline):
+def print_table(title, rows, baselines):
+    """Rows of (scenario, ours, *baselines); the ratio is to the first."""
     print(f"\n{title}")
-    header = f"{'scenario':<34}{'channels_rs':>14}{baseline:>16}{'ratio':>9}"
+    header = f"{'scenario':<34}{'channels_rs':>14}"
+    header += "".join(f"{name:>16}" for name in baselines) + f"{'ratio':>9}"
     print(header)
     print("-" * len(header))
-    for name, mine, theirs in rows:
-        print(f"{name:<34}{mine:>12,.0f}/s{theirs:>14,.0f}/s{mine / theirs:>8.1f}x")
+    for name, mine, *theirs in rows:
+        line = f"{name:<34}{mine:>12,.0f}/s"
+        line += "".join(f"{rate:>14,.0f}/s" for rate in theirs)
+        print(f"{line}{mine / theirs[0]:>8.1f}x")
         sys.stdout.flush()
 
 
@@ -249,7 +272,7 @@ def main():
         print_table(
             "InMemoryChannelLayer (messages/s, median of 3; drain: 1 run)",
             in_memory_rows(options.quick),
-            "channels",
+            ["channels"],
         )
     if options.only != "memory":
         from redis_server import RedisServer, server_binary
@@ -262,9 +285,10 @@ def main():
                 f"redis-py {version('redis')}"
             )
             print_table(
-                "RedisChannelLayer (messages/s or calls/s, median of 3)",
+                "RedisChannelLayer (messages/s or calls/s, median of 3; "
+                "ratio to channels_redis core)",
                 redis_rows(server.url, options.quick),
-                "channels_redis",
+                ["channels_redis", "its pubsub"],
             )
         finally:
             server.stop()

@@ -2,6 +2,7 @@
 real channels_redis on the same server (a mixed fleet during a migration)."""
 
 import asyncio
+import math
 import os
 import re
 import socket
@@ -217,6 +218,20 @@ async def test_interop_process_local_channels(pair):
     await ours.send(their_channel, {"type": "to.python"})
     assert await receive(ours, our_channel) == {"type": "to.rust"}
     assert await receive(theirs, their_channel) == {"type": "to.python"}
+    await ours.flush()
+
+
+async def test_interop_special_floats(pair):
+    """Python's json writes NaN and Infinity (not JSON); they must arrive."""
+    ours, theirs = pair
+    our_channel, their_channel = await ours.new_channel(), await theirs.new_channel()
+    message = {"type": "floats", "v": [math.nan, math.inf, -math.inf], "s": 'NaN "x'}
+    await theirs.send(our_channel, message)
+    await ours.send(their_channel, message)
+    for got in (await receive(ours, our_channel), await receive(theirs, their_channel)):
+        assert math.isnan(got["v"][0])
+        assert got["v"][1:] == [math.inf, -math.inf]
+        assert got["s"] == 'NaN "x'
     await ours.flush()
 
 

@@ -2,6 +2,7 @@
 //! msgpack (or json) body, Fernet-encrypted when keys are configured.
 
 mod fernet;
+mod json;
 mod msgpack;
 
 use std::borrow::Cow;
@@ -122,7 +123,7 @@ impl Serializer {
         let body_at = out.len();
         match self.format {
             Format::Msgpack => msgpack::append_entry(body, REPLY_CHANNEL_KEY, names, &mut out)?,
-            Format::Json => json_append_entry(body, REPLY_CHANNEL_KEY, names, &mut out)?,
+            Format::Json => json::append_entry(body, REPLY_CHANNEL_KEY, names, &mut out)?,
         }
         self.encrypt_after(&mut out, body_at)?;
         Ok(out)
@@ -167,21 +168,7 @@ impl Serializer {
             Format::Msgpack => {
                 return msgpack::scan(&plaintext, REPLY_CHANNEL_KEY).map_err(|err| err.to_string())
             }
-            Format::Json => {
-                let value: serde_json::Value =
-                    serde_json::from_slice(&plaintext).map_err(|err| err.to_string())?;
-                let map = value
-                    .as_object()
-                    .ok_or("the message is not a JSON object")?;
-                match map.get(REPLY_CHANNEL_KEY) {
-                    Some(serde_json::Value::String(one)) => Some(vec![one.clone()]),
-                    Some(serde_json::Value::Array(many)) => many
-                        .iter()
-                        .map(|one| one.as_str().map(str::to_owned))
-                        .collect(),
-                    _ => None,
-                }
-            }
+            Format::Json => json::scan(&plaintext, REPLY_CHANNEL_KEY)?,
         };
         // JSON keeps the entry: the receiver deletes it after decoding.
         Ok(Opened {
@@ -203,56 +190,6 @@ impl Serializer {
         let body = self.plaintext(bytes).map_err(PyValueError::new_err)?;
         self.read(py, &body)
     }
-}
-
-/// `json.dumps` of an object with one more entry, from `json.dumps` of the
-/// object (Python's default separators and ASCII escapes).
-fn json_append_entry(
-    body: &[u8],
-    key: &str,
-    names: &[String],
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    let open = body
-        .strip_suffix(b"}")
-        .ok_or("the JSON body is not an object")?;
-    out.extend_from_slice(open);
-    if open != b"{" {
-        out.extend_from_slice(b", ");
-    }
-    json_string(key, out);
-    out.extend_from_slice(b": [");
-    for (at, name) in names.iter().enumerate() {
-        if at > 0 {
-            out.extend_from_slice(b", ");
-        }
-        json_string(name, out);
-    }
-    out.extend_from_slice(b"]}");
-    Ok(())
-}
-
-fn json_string(text: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
-    for c in text.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            ' '..='~' => out.push(c as u8),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.extend_from_slice(format!("\\u{unit:04x}").as_bytes());
-                }
-            }
-        }
-    }
-    out.push(b'"');
 }
 
 /// A stored message, decrypted and checked.
