@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, bench, demo. Each builds the package from this
+"""Sessions: tests, lint, soak, bench, demo. Each builds the package from this
 checkout (maturin, through pip) into its own virtualenv."""
 
 import nox
@@ -30,6 +30,14 @@ def tests(session):
     install_package(session, *TEST_DEPS)
     session.run("cargo", "test", "--quiet", external=True)
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def soak(session):
+    """The long reliability runs (tests marked soak): restarts under load,
+    memory over a million messages. Prints the figures."""
+    install_package(session, *TEST_DEPS)
+    session.run("pytest", "-m", "soak", "-s", *session.posargs)
 
 
 @nox.session

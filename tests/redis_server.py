@@ -88,15 +88,23 @@ class RedisServer:
                 "sentinel down-after-milliseconds mymaster 1000\n"
             )
             arguments = [str(config), "--sentinel", *arguments]
+        self.arguments = [server_binary(), *arguments, *extra]
+        self.tls_context = context
+        self.start()
+
+    def start(self):
+        """Start the server (again, after `kill`: same port, same data)."""
         self.process = subprocess.Popen(
-            [server_binary(), *arguments, *extra],
+            self.arguments,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd=self.directory.name,
         )
         deadline = time.monotonic() + 10
         while True:
             try:
-                if command(self.port, "PING", tls=context).startswith(b"+PONG"):
+                reply = command(self.port, "PING", tls=self.tls_context)
+                if reply.startswith(b"+PONG"):
                     break
             except OSError:
                 pass
@@ -109,9 +117,13 @@ class RedisServer:
     def url(self):
         return f"redis://127.0.0.1:{self.port}"
 
-    def stop(self):
+    def kill(self):
+        """SIGKILL, like a crash; the data directory stays for `start`."""
         self.process.kill()
         self.process.wait()
+
+    def stop(self):
+        self.kill()
         self.directory.cleanup()
 
 

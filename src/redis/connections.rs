@@ -5,7 +5,7 @@
 //! Connections made before a fork are not used in the child.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::SentinelClient;
@@ -71,7 +71,31 @@ impl Shard {
         f(&mut state)
     }
 
+    /// A new connection, trying again while the server refuses or cannot be
+    /// reached (a restart, a failover) until the connect timeout has passed.
     async fn connect(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> RedisResult<MultiplexedConnection> {
+        let deadline = Instant::now() + self.timeouts.connect;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            let attempt =
+                tokio::time::timeout_at(deadline.into(), self.connect_once(response_timeout));
+            let err = match attempt.await {
+                Ok(Ok(connection)) => return Ok(connection),
+                Ok(Err(err)) => err,
+                Err(_) => RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+            };
+            if !unreachable(&err) || Instant::now() + pause >= deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(400));
+        }
+    }
+
+    async fn connect_once(
         &self,
         response_timeout: Option<Duration>,
     ) -> RedisResult<MultiplexedConnection> {
@@ -129,4 +153,10 @@ impl Shard {
             state.idle_blocking.clear();
         });
     }
+}
+
+/// Whether `err` means the server is (for now) out of reach, rather than
+/// refusing us for a reason that trying again will not change.
+pub fn unreachable(err: &RedisError) -> bool {
+    err.is_connection_refusal() || err.is_connection_dropped() || err.is_timeout()
 }

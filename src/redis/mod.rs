@@ -15,14 +15,14 @@ mod scripts;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pyo3::exceptions::{PyAssertionError, PyConnectionError, PyTimeoutError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use redis::aio::MultiplexedConnection;
-use redis::RedisError;
+use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind};
 
 use crate::bridge::{self, Completion, Outcome, Queue, Settle};
 use crate::capacity::Capacities;
@@ -30,7 +30,7 @@ use crate::codec::Serializer;
 use crate::errors::{self, REPLY_CHANNEL_KEY};
 use crate::names;
 use crate::runtime;
-use connections::Shard;
+use connections::{unreachable, Shard};
 use hosts::{shard, HostSpec};
 use local::{Buffered, Local, Routed};
 use ring::{consistent_hash, non_local_name};
@@ -105,7 +105,7 @@ impl Inner {
     }
 
     fn failed(&self, shard: usize, err: RedisError) -> Failure {
-        if err.is_io_error() || err.is_connection_dropped() || err.is_timeout() {
+        if err.is_io_error() || err.is_timeout() || stale(&err) {
             self.shards[shard].drop_shared();
         }
         Failure::Redis {
@@ -121,6 +121,28 @@ impl Inner {
             .map_err(|err| self.failed(shard, err))
     }
 
+    /// Runs `request` on the shard's shared connection. One that turns out
+    /// dead (the server restarted since it was made) or read-only (a
+    /// failover demoted its server) is replaced, and the request sent once
+    /// more: around a restart a message may then arrive twice, never zero
+    /// times.
+    async fn run<T: FromRedisValue + Send>(
+        &self,
+        shard: usize,
+        request: &(impl Request + Sync),
+    ) -> Result<T, Failure> {
+        let mut connection = self.shared(shard).await?;
+        let result = match request.send(&mut connection).await {
+            Err(err) if stale(&err) => {
+                self.shards[shard].drop_shared();
+                let mut connection = self.shared(shard).await?;
+                request.send(&mut connection).await
+            }
+            result => result,
+        };
+        result.map_err(|err| self.failed(shard, err))
+    }
+
     fn round_robin(&self, counter: &AtomicUsize) -> usize {
         counter.fetch_add(1, Ordering::Relaxed) % self.shards.len()
     }
@@ -133,16 +155,14 @@ impl Inner {
         capacity: i64,
         channel: String,
     ) -> Result<(), Failure> {
-        let mut connection = self.shared(shard).await?;
-        let added: i64 = scripts::SEND
+        let mut invocation = scripts::SEND.prepare_invoke();
+        invocation
             .key(key)
             .arg(unix_now())
             .arg(self.expiry)
             .arg(capacity)
-            .arg(member)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|err| self.failed(shard, err))?;
+            .arg(member);
+        let added: i64 = self.run(shard, &invocation).await?;
         if added == 0 {
             return Err(Failure::Full(channel));
         }
@@ -152,9 +172,21 @@ impl Inner {
     /// Pops the next readable message of a normal channel, waiting as long
     /// as it takes. Unreadable messages are dropped with a log line, so one
     /// bad message cannot stop a consumer.
+    ///
+    /// While Redis is out of reach it keeps trying: a receive waits out a
+    /// restart or failover rather than failing.
     async fn pop(&self, shard: usize, key: &str) -> Result<Taken, Failure> {
+        let mut outage = Outage::default();
         loop {
-            let Some((member, score, backed_up)) = self.pop_member(shard, key).await? else {
+            let popped = match self.pop_member(shard, key).await {
+                Err(Failure::Redis { shard, err }) if unreachable(&err) => {
+                    outage.wait(&shard, &err).await;
+                    continue;
+                }
+                popped => popped?,
+            };
+            outage.over(&self.shards[shard].name);
+            let Some((member, score, backed_up)) = popped else {
                 continue;
             };
             match self.serializer.open(&member) {
@@ -191,14 +223,9 @@ impl Inner {
         shard: usize,
         key: &str,
     ) -> Result<Option<(Vec<u8>, f64, bool)>, Failure> {
-        let mut shared = self.shared(shard).await?;
-        let popped: Vec<(Vec<u8>, f64)> = scripts::POP
-            .key(key)
-            .key(format!("{key}$inflight"))
-            .arg(1)
-            .invoke_async(&mut shared)
-            .await
-            .map_err(|err| self.failed(shard, err))?;
+        let mut invocation = scripts::POP.prepare_invoke();
+        invocation.key(key).key(format!("{key}$inflight")).arg(1);
+        let popped: Vec<(Vec<u8>, f64)> = self.run(shard, &invocation).await?;
         if let Some((member, score)) = popped.into_iter().next() {
             return Ok(Some((member, score, true)));
         }
@@ -218,27 +245,17 @@ impl Inner {
 
     /// Removes a taken message from its channel's in-flight backup.
     async fn clear_backup(&self, shard: usize, key: &str, member: &[u8]) {
-        if let Ok(mut connection) = self.shared(shard).await {
-            let _: Result<i64, _> = redis::cmd("ZREM")
-                .arg(format!("{key}$inflight"))
-                .arg(member)
-                .query_async(&mut connection)
-                .await;
-        }
+        let mut command = redis::cmd("ZREM");
+        command.arg(format!("{key}$inflight")).arg(member);
+        let _: Result<i64, _> = self.run(shard, &command).await;
     }
 
     /// Puts a message back at its old place in the queue.
     async fn requeue(&self, shard: usize, key: &str, member: &[u8], score: f64) {
-        if let Ok(mut connection) = self.shared(shard).await {
-            let restored: Result<i64, _> = redis::cmd("ZADD")
-                .arg(key)
-                .arg(score)
-                .arg(member)
-                .query_async(&mut connection)
-                .await;
-            if let Err(err) = restored {
-                log::error!(target: "channels_rs", "could not put back a message on {key}: {err}");
-            }
+        let mut command = redis::cmd("ZADD");
+        command.arg(key).arg(score).arg(member);
+        if let Err(Failure::Redis { err, .. }) = self.run::<i64>(shard, &command).await {
+            log::error!(target: "channels_rs", "could not put back a message on {key}: {err}");
         }
     }
 
@@ -252,6 +269,7 @@ impl Inner {
     async fn pump(self: Arc<Self>, local_name: String, shard: usize) {
         let key = self.key(&local_name);
         let mut idle = false;
+        let mut outage = Outage::default();
         loop {
             if idle {
                 // Decided under the same lock receivers take to start pumps.
@@ -263,6 +281,7 @@ impl Inner {
             }
             match self.pop_local(shard, &key).await {
                 Ok(members) => {
+                    outage.over(&self.shards[shard].name);
                     idle = members.is_empty();
                     for member in members {
                         self.route(member);
@@ -274,11 +293,9 @@ impl Inner {
                     if !self.local.has_waiters(&local_name) {
                         continue;
                     }
-                    let Failure::Redis { shard, err } = failure else {
-                        continue;
-                    };
-                    log::warn!(target: "channels_rs", "receiving from Redis at {shard} failed, retrying: {err}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if let Failure::Redis { shard, err } = failure {
+                        outage.wait(&shard, &err).await;
+                    }
                 }
             }
         }
@@ -369,41 +386,33 @@ impl Inner {
 
     async fn group_add(&self, group: &str, channel: String) -> Result<(), Failure> {
         let shard = consistent_hash(group, self.shards.len());
-        let mut connection = self.shared(shard).await?;
-        let _: redis::Value = scripts::GROUP_ADD
+        let mut invocation = scripts::GROUP_ADD.prepare_invoke();
+        invocation
             .key(self.group_key(group))
             .arg(unix_now())
             .arg(self.group_expiry)
-            .arg(channel)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|err| self.failed(shard, err))?;
+            .arg(channel);
+        let _: redis::Value = self.run(shard, &invocation).await?;
         Ok(())
     }
 
     async fn group_discard(&self, group: &str, channel: String) -> Result<(), Failure> {
         let shard = consistent_hash(group, self.shards.len());
-        let mut connection = self.shared(shard).await?;
-        let _: i64 = redis::cmd("ZREM")
-            .arg(self.group_key(group))
-            .arg(channel)
-            .query_async(&mut connection)
-            .await
-            .map_err(|err| self.failed(shard, err))?;
+        let mut command = redis::cmd("ZREM");
+        command.arg(self.group_key(group)).arg(channel);
+        let _: i64 = self.run(shard, &command).await?;
         Ok(())
     }
 
     /// The members of `group`, stale ones dropped first.
     async fn group_members(&self, group: &str) -> Result<Vec<String>, Failure> {
         let shard = consistent_hash(group, self.shards.len());
-        let mut connection = self.shared(shard).await?;
-        scripts::GROUP_MEMBERS
+        let mut invocation = scripts::GROUP_MEMBERS.prepare_invoke();
+        invocation
             .key(self.group_key(group))
             .arg(unix_now())
-            .arg(self.group_expiry)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|err| self.failed(shard, err))
+            .arg(self.group_expiry);
+        self.run(shard, &invocation).await
     }
 
     async fn group_send(
@@ -456,11 +465,7 @@ impl Inner {
                 invocation.arg(*capacity);
             }
             invocation.arg(unix_now()).arg(self.expiry);
-            let mut connection = self.shared(shard).await?;
-            let over: i64 = invocation
-                .invoke_async(&mut connection)
-                .await
-                .map_err(|err| self.failed(shard, err))?;
+            let over: i64 = self.run(shard, &invocation).await?;
             full += over;
         }
         log_full(full, members.len() as i64, &group);
@@ -475,8 +480,8 @@ impl Inner {
         capacity: i64,
     ) -> Result<(), Failure> {
         let prefix = self.serializer.random_prefix().map_err(Failure::Data)?;
-        let mut connection = self.shared(0).await?;
-        let (full, members): (i64, i64) = scripts::GROUP_SEND_ALL
+        let mut invocation = scripts::GROUP_SEND_ALL.prepare_invoke();
+        invocation
             .key(self.group_key(group))
             .arg(unix_now())
             .arg(self.group_expiry)
@@ -484,10 +489,8 @@ impl Inner {
             .arg(capacity)
             .arg(&self.prefix)
             .arg(prefix)
-            .arg(body)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|err| self.failed(0, err))?;
+            .arg(body);
+        let (full, members): (i64, i64) = self.run(0, &invocation).await?;
         log_full(full, members, group);
         Ok(())
     }
@@ -495,24 +498,17 @@ impl Inner {
     async fn flush(&self) -> Result<(), Failure> {
         let pattern = format!("{}*", glob_escape(&self.prefix));
         for shard in 0..self.shards.len() {
-            let mut connection = self.shared(shard).await?;
             let mut cursor: u64 = 0;
             loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
                     .arg("MATCH")
                     .arg(&pattern)
                     .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|err| self.failed(shard, err))?;
+                    .arg(1000);
+                let (next, keys): (u64, Vec<Vec<u8>>) = self.run(shard, &scan).await?;
                 if !keys.is_empty() {
-                    let _: i64 = redis::cmd("DEL")
-                        .arg(keys)
-                        .query_async(&mut connection)
-                        .await
-                        .map_err(|err| self.failed(shard, err))?;
+                    let _: i64 = self.run(shard, redis::cmd("DEL").arg(keys)).await?;
                 }
                 if next == 0 {
                     break;
@@ -522,6 +518,62 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// A receiver's view of Redis being out of reach: one warning when it
+/// starts, one line when it ends, a pause between attempts.
+#[derive(Default)]
+struct Outage {
+    since: Option<Instant>,
+}
+
+impl Outage {
+    async fn wait(&mut self, shard: &str, err: &RedisError) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            log::warn!(target: "channels_rs", "receiving from Redis at {shard} failed, trying again until it answers: {err}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    fn over(&mut self, shard: &str) {
+        if let Some(since) = self.since.take() {
+            let seconds = since.elapsed().as_secs_f64();
+            log::warn!(target: "channels_rs", "receiving from Redis at {shard} works again after {seconds:.1} s");
+        }
+    }
+}
+
+/// A command that can be sent again on another connection.
+trait Request {
+    fn send<T: FromRedisValue + Send>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> impl std::future::Future<Output = RedisResult<T>> + Send;
+}
+
+impl Request for redis::Cmd {
+    fn send<T: FromRedisValue + Send>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
+        self.query_async(connection)
+    }
+}
+
+impl Request for redis::ScriptInvocation<'_> {
+    fn send<T: FromRedisValue + Send>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
+        self.invoke_async(connection)
+    }
+}
+
+/// Whether `err` says the connection is no use any more: closed, or on a
+/// server that is now a replica.
+fn stale(err: &RedisError) -> bool {
+    err.is_connection_dropped() || err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }
 
 /// channels_redis's INFO line when group members were full.
