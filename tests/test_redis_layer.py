@@ -305,6 +305,24 @@ async def test_routing_entry_is_removed_wherever_it_is(layer, redis):
         assert list(got) == ["type", "z"]
 
 
+async def test_buffered_local_messages_expire(redis):
+    """A message pulled into this process for a channel nobody receives on
+    is dropped after `expiry`, as it would have expired in Redis."""
+    layer = RedisChannelLayer(hosts=[redis.url], expiry=1)
+    watched, forgotten = await layer.new_channel(), await layer.new_channel()
+    waiting = asyncio.ensure_future(layer.receive(watched))
+    await asyncio.sleep(0.05)
+    await layer.send(forgotten, {"type": "old"})
+    await layer.send(watched, {"type": "wakes"})
+    assert await waiting == {"type": "wakes"}  # the pump read both by now
+    await asyncio.sleep(1.2)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(forgotten), 0.3)
+    await layer.send(forgotten, {"type": "new"})
+    assert await receive(layer, forgotten) == {"type": "new"}
+    await layer.flush()
+
+
 class QuickPops(RedisChannelLayer):
     brpop_timeout = 0.2
 

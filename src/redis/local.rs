@@ -6,9 +6,14 @@
 //! on that channel, or to a per-channel buffer of at most `capacity`
 //! messages (the oldest is dropped). A message handed to a receiver that was
 //! cancelled meanwhile goes back to the front of its channel.
+//!
+//! Buffered messages expire after `expiry` seconds, as they would have in
+//! Redis, so channels nobody receives on any more (a consumer that left
+//! without group_discard) do not hold memory for ever.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
@@ -29,7 +34,8 @@ struct Waiter {
 
 #[derive(Default)]
 struct Channel {
-    buffer: VecDeque<Buffered>,
+    /// Messages and when they arrived, oldest first.
+    buffer: VecDeque<(Instant, Buffered)>,
     waiters: VecDeque<Waiter>,
 }
 
@@ -37,14 +43,25 @@ impl Channel {
     fn is_idle(&self) -> bool {
         self.buffer.is_empty() && self.waiters.is_empty()
     }
+
+    fn drop_expired(&mut self, oldest: Instant) {
+        // Given-back messages go to the front with a newer time: look at all.
+        self.buffer.retain(|(arrived, _)| *arrived >= oldest);
+    }
+
+    fn next(&mut self, oldest: Instant) -> Option<Buffered> {
+        self.drop_expired(oldest);
+        self.buffer.pop_front().map(|(_, message)| message)
+    }
 }
 
-#[derive(Default)]
 struct State {
     channels: HashMap<String, Channel>,
     /// Waiting receivers per local name (`<prefix>.<client>!`), so a pump
     /// learns whether to go on without looking at every channel.
     waiting: HashMap<String, usize>,
+    /// When every channel's buffer was last cleared of expired messages.
+    swept: Instant,
 }
 
 impl State {
@@ -58,9 +75,9 @@ impl State {
     }
 }
 
-#[derive(Default)]
 pub struct Local {
     state: Mutex<State>,
+    expiry: Duration,
 }
 
 /// What `Local::route` did with a message.
@@ -72,8 +89,27 @@ pub enum Routed {
 }
 
 impl Local {
+    pub fn new(expiry: Duration) -> Self {
+        let state = State {
+            channels: HashMap::new(),
+            waiting: HashMap::new(),
+            swept: Instant::now(),
+        };
+        Local {
+            state: Mutex::new(state),
+            expiry,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Arrival time of the oldest message still worth delivering.
+    fn oldest(&self) -> Instant {
+        Instant::now()
+            .checked_sub(self.expiry)
+            .unwrap_or_else(Instant::now)
     }
 
     /// Whether anyone waits on a channel of `local_name`.
@@ -85,7 +121,7 @@ impl Local {
     pub fn take(&self, channel: &str) -> Option<Buffered> {
         let channels = &mut self.lock().channels;
         let entry = channels.get_mut(channel)?;
-        let taken = entry.buffer.pop_front();
+        let taken = entry.next(self.oldest());
         if entry.is_idle() {
             channels.remove(channel);
         }
@@ -96,7 +132,7 @@ impl Local {
     pub fn wait(&self, channel: &str, future: Py<PyAny>, queue: Arc<Queue>) -> Option<Buffered> {
         let mut state = self.lock();
         let entry = state.channels.entry(channel.to_owned()).or_default();
-        if let Some(buffered) = entry.buffer.pop_front() {
+        if let Some(buffered) = entry.next(self.oldest()) {
             return Some(buffered);
         }
         entry.waiters.push_back(Waiter { future, queue });
@@ -129,6 +165,7 @@ impl Local {
     /// message comes back to be released after the lock.
     pub fn route(&self, channel: &str, message: Buffered, capacity: usize, front: bool) -> Routed {
         let mut state = self.lock();
+        self.sweep(&mut state);
         let entry = state.channels.entry(channel.to_owned()).or_default();
         if let Some(waiter) = entry.waiters.pop_front() {
             if entry.is_idle() {
@@ -137,18 +174,34 @@ impl Local {
             state.count(channel, -1);
             return Routed::Waiter(waiter.future, waiter.queue, message);
         }
+        let arrived = (Instant::now(), message);
         if front {
-            entry.buffer.push_front(message);
+            entry.buffer.push_front(arrived);
         } else {
-            entry.buffer.push_back(message);
+            entry.buffer.push_back(arrived);
         }
         if entry.buffer.len() <= capacity {
             return Routed::Buffered(None);
         }
-        Routed::Buffered(if front {
+        let dropped = if front {
             entry.buffer.pop_back()
         } else {
             entry.buffer.pop_front()
-        })
+        };
+        Routed::Buffered(dropped.map(|(_, message)| message))
+    }
+
+    /// Once per expiry period: drops expired messages of every channel, and
+    /// the channels left with nothing.
+    fn sweep(&self, state: &mut State) {
+        if state.swept.elapsed() < self.expiry {
+            return;
+        }
+        state.swept = Instant::now();
+        let oldest = self.oldest();
+        state.channels.retain(|_, channel| {
+            channel.drop_expired(oldest);
+            !channel.is_idle()
+        });
     }
 }

@@ -680,7 +680,7 @@ impl RedisCore {
             serializer: serializer.get().clone(),
             shards,
             client_suffix: format!(".{client_prefix}!"),
-            local: Local::default(),
+            local: Local::new(Duration::from_secs_f64(expiry.max(0.0))),
             pumps: Mutex::new(HashSet::new()),
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
