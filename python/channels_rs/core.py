@@ -103,6 +103,7 @@ class RedisChannelLayer(CoreLayer):
         self.prefix = prefix
         specs = _host_specs(hosts)
         self.ring_size = len(specs)
+        self._host_names = [spec["name"] for spec in specs]
         if isinstance(symmetric_encryption_keys, (str, bytes)):
             raise ValueError(
                 "symmetric_encryption_keys must be a list of possible keys"
@@ -125,6 +126,12 @@ class RedisChannelLayer(CoreLayer):
             self._serializer,
             self.client_prefix,
             self.brpop_timeout,
+        )
+
+    def __repr__(self):
+        # Host names carry no user name or password.
+        return (
+            f"<{type(self).__name__} hosts={self._host_names} prefix={self.prefix!r}>"
         )
 
     async def send(self, channel, message):
