@@ -15,7 +15,11 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     // Rust log records reach Python's logging, under the logger "channels_rs".
-    pyo3_log::init();
+    // Levels are asked each time, not cached: they change at run time
+    // (logging.config, pytest's caplog), and we log rarely.
+    pyo3_log::Logger::new(module.py(), pyo3_log::Caching::Loggers)?
+        .install()
+        .ok();
     module.add_class::<memory::MemoryCore>()?;
     module.add_class::<codec::Serializer>()?;
     module.add_class::<redis::RedisCore>()?;

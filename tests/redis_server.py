@@ -45,9 +45,9 @@ def command(port, *words, timeout=1.0, tls=None):
 
 class RedisServer:
     """A server on a free port; with `monitor`, a Sentinel watching that
-    server as master "mymaster"."""
+    server as master "mymaster" (`quorum` Sentinels must agree it is down)."""
 
-    def __init__(self, *extra, monitor=None, tls=None):
+    def __init__(self, *extra, monitor=None, quorum=1, tls=None):
         self.port = free_port()
         self.directory = tempfile.TemporaryDirectory(prefix="channels-rs-redis-")
         arguments = ["--port", str(self.port), "--bind", "127.0.0.1"]
@@ -84,8 +84,9 @@ class RedisServer:
             # Sentinel rewrites its configuration file, so it needs one.
             config = Path(self.directory.name, "sentinel.conf")
             config.write_text(
-                f"sentinel monitor mymaster 127.0.0.1 {monitor.port} 1\n"
+                f"sentinel monitor mymaster 127.0.0.1 {monitor.port} {quorum}\n"
                 "sentinel down-after-milliseconds mymaster 1000\n"
+                "sentinel failover-timeout mymaster 5000\n"
             )
             arguments = [str(config), "--sentinel", *arguments]
         self.arguments = [server_binary(), *arguments, *extra]

@@ -417,7 +417,13 @@ async def test_through_sentinel(sentinel, redis):
 
 
 async def test_unknown_sentinel_master_is_a_clear_error(sentinel):
-    hosts = [{"sentinels": [("127.0.0.1", sentinel.port)], "master_name": "nobody"}]
+    hosts = [
+        {
+            "sentinels": [("127.0.0.1", sentinel.port)],
+            "master_name": "nobody",
+            "socket_connect_timeout": 0.5,
+        }
+    ]
     layer = RedisChannelLayer(hosts=hosts)
     with pytest.raises(ConnectionError, match="'nobody' via Sentinel 127.0.0.1"):
         await layer.send("chan", {"type": "x"})

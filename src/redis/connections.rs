@@ -2,21 +2,27 @@
 //! event loop. Commands share one multiplexed connection per shard (so
 //! concurrent callers are pipelined); blocking pops take a dedicated one from
 //! a small pool, since they would stall everything queued behind them.
-//! Connections made before a fork are not used in the child.
+//! Connections made before a fork are not used in the child, nor those made
+//! to a master Sentinel has since replaced.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::sentinel::SentinelClient;
 use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult};
+
+use super::sentinel::Watched;
 
 /// Where a shard's connections come from.
 pub enum Source {
-    Direct(Client),
-    /// Asked for the current master at every (re)connection, which is how a
-    /// failover is followed.
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    Direct(Box<Client>),
+    Sentinel(Arc<Watched>),
+}
+
+/// A connection of its own for a blocking pop; give it back with `release`.
+pub struct Blocking {
+    pub connection: MultiplexedConnection,
+    generation: u64,
 }
 
 /// How long to wait before reporting an error: for a connection, and for a
@@ -29,8 +35,9 @@ pub struct Timeouts {
 
 struct PerProcess {
     pid: u32,
-    shared: Option<MultiplexedConnection>,
-    idle_blocking: Vec<MultiplexedConnection>,
+    /// With the generation of the master each was made to (see `sentinel`).
+    shared: Option<(u64, MultiplexedConnection)>,
+    idle_blocking: Vec<Blocking>,
 }
 
 pub struct Shard {
@@ -76,7 +83,7 @@ impl Shard {
     async fn connect(
         &self,
         response_timeout: Option<Duration>,
-    ) -> RedisResult<MultiplexedConnection> {
+    ) -> RedisResult<(u64, MultiplexedConnection)> {
         let deadline = Instant::now() + self.timeouts.connect;
         let mut pause = Duration::from_millis(25);
         loop {
@@ -98,33 +105,59 @@ impl Shard {
     async fn connect_once(
         &self,
         response_timeout: Option<Duration>,
-    ) -> RedisResult<MultiplexedConnection> {
+    ) -> RedisResult<(u64, MultiplexedConnection)> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeouts.connect))
             .set_response_timeout(response_timeout);
-        let client = match &self.source {
-            Source::Direct(client) => client.clone(),
-            Source::Sentinel(sentinel) => {
-                let asking = async { sentinel.lock().await.async_get_client().await };
-                tokio::time::timeout(self.timeouts.connect, asking)
-                    .await
-                    .map_err(|_| {
-                        RedisError::from((ErrorKind::Io, "no Sentinel answered in time"))
-                    })??
-            }
+        let (client, generation) = match &self.source {
+            Source::Direct(client) => (Client::clone(client), 0),
+            Source::Sentinel(watched) => watched.master(self.timeouts.connect).await?,
         };
-        client
+        let connection = client
             .get_multiplexed_async_connection_with_config(&config)
-            .await
+            .await?;
+        Ok((generation, connection))
+    }
+
+    /// The generation of the master connections must be made to now.
+    fn generation(&self) -> u64 {
+        match &self.source {
+            Source::Direct(_) => 0,
+            Source::Sentinel(watched) => watched.generation(),
+        }
+    }
+
+    /// Completes when Sentinel names another master (never, without one):
+    /// a pop blocked on the old master gives up then.
+    pub async fn moved(&self) {
+        match &self.source {
+            Source::Direct(_) => std::future::pending().await,
+            Source::Sentinel(watched) => watched.moved().await,
+        }
     }
 
     /// The shared connection for non-blocking commands.
     pub async fn shared(&self) -> RedisResult<MultiplexedConnection> {
-        if let Some(connection) = self.with_state(|state| state.shared.clone()) {
+        let current = self.generation();
+        let kept = self.with_state(|state| match &state.shared {
+            Some((generation, connection)) if *generation == current => Some(connection.clone()),
+            _ => None,
+        });
+        if let Some(connection) = kept {
             return Ok(connection);
         }
-        let connection = self.connect(Some(self.timeouts.reply)).await?;
-        Ok(self.with_state(|state| state.shared.get_or_insert(connection).clone()))
+        let made = self.connect(Some(self.timeouts.reply)).await?;
+        Ok(self.with_state(|state| {
+            // Another caller may have connected meanwhile; the newer wins.
+            if state.shared.as_ref().is_none_or(|(g, _)| *g < made.0) {
+                state.shared = Some(made);
+            }
+            state
+                .shared
+                .as_ref()
+                .map(|(_, c)| c.clone())
+                .expect("just set")
+        }))
     }
 
     /// Forgets the shared connection after an error, so the next call reconnects.
@@ -133,18 +166,29 @@ impl Shard {
     }
 
     /// A connection of its own for a blocking pop; give it back with `release`.
-    pub async fn blocking(&self) -> RedisResult<MultiplexedConnection> {
-        if let Some(connection) = self.with_state(|state| state.idle_blocking.pop()) {
-            return Ok(connection);
+    pub async fn blocking(&self) -> RedisResult<Blocking> {
+        let current = self.generation();
+        let idle = self.with_state(|state| {
+            state
+                .idle_blocking
+                .retain(|idle| idle.generation == current);
+            state.idle_blocking.pop()
+        });
+        if let Some(blocking) = idle {
+            return Ok(blocking);
         }
         // No reply timeout: a blocking pop legitimately waits.
-        self.connect(None).await
+        let (generation, connection) = self.connect(None).await?;
+        Ok(Blocking {
+            connection,
+            generation,
+        })
     }
 
     /// Returns a blocking connection that just worked; one that failed is
     /// simply dropped.
-    pub fn release(&self, connection: MultiplexedConnection) {
-        self.with_state(|state| state.idle_blocking.push(connection));
+    pub fn release(&self, blocking: Blocking) {
+        self.with_state(|state| state.idle_blocking.push(blocking));
     }
 
     pub fn close(&self) {
@@ -156,7 +200,11 @@ impl Shard {
 }
 
 /// Whether `err` means the server is (for now) out of reach, rather than
-/// refusing us for a reason that trying again will not change.
+/// refusing us for a reason that trying again will not change. Sentinel
+/// knows no master for a moment during a failover.
 pub fn unreachable(err: &RedisError) -> bool {
-    err.is_connection_refusal() || err.is_connection_dropped() || err.is_timeout()
+    err.is_connection_refusal()
+        || err.is_connection_dropped()
+        || err.is_timeout()
+        || err.kind() == ErrorKind::MasterNameNotFoundBySentinel
 }

@@ -9,6 +9,7 @@ use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServer
 use redis::{Client, IntoConnectionInfo, RedisError};
 
 use super::connections::{Shard, Source, Timeouts};
+use super::sentinel::Watched;
 
 /// One `hosts` entry, as the Python side describes it.
 #[derive(FromPyObject)]
@@ -85,7 +86,7 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
             } else {
                 Client::open(info)
             };
-            Source::Direct(client.map_err(bad)?)
+            Source::Direct(Box::new(client.map_err(bad)?))
         }
         Some(master) => {
             let node = SentinelNodeConnectionInfo::default()
@@ -95,7 +96,7 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
             let client =
                 SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)
                     .map_err(bad)?;
-            Source::Sentinel(tokio::sync::Mutex::new(client))
+            Source::Sentinel(Watched::new(client, spec.name.clone()))
         }
     };
     let seconds = |what: &str, value: Option<f64>| {

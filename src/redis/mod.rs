@@ -11,6 +11,7 @@ mod hosts;
 mod local;
 mod ring;
 mod scripts;
+mod sentinel;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -143,6 +144,28 @@ impl Inner {
         result.map_err(|err| self.failed(shard, err))
     }
 
+    /// Runs a blocking `request` on a connection of its own. It gives up
+    /// if Sentinel names another master meanwhile: the old one is on its way
+    /// to being demoted, and nothing sent to it from then on is kept.
+    async fn run_blocking<T: FromRedisValue + Send>(
+        &self,
+        shard: usize,
+        request: &(impl Request + Sync),
+    ) -> Result<T, Failure> {
+        let source = &self.shards[shard];
+        let mut blocking = source
+            .blocking()
+            .await
+            .map_err(|err| self.failed(shard, err))?;
+        let result = tokio::select! {
+            result = request.send(&mut blocking.connection) => result,
+            () = source.moved() => Err(RedisError::from((ErrorKind::Io, "Sentinel named a new master"))),
+        };
+        let value = result.map_err(|err| self.failed(shard, err))?;
+        source.release(blocking);
+        Ok(value)
+    }
+
     fn round_robin(&self, counter: &AtomicUsize) -> usize {
         counter.fetch_add(1, Ordering::Relaxed) % self.shards.len()
     }
@@ -173,13 +196,13 @@ impl Inner {
     /// as it takes. Unreadable messages are dropped with a log line, so one
     /// bad message cannot stop a consumer.
     ///
-    /// While Redis is out of reach it keeps trying: a receive waits out a
-    /// restart or failover rather than failing.
+    /// While Redis is out of reach or failing over it keeps trying: a
+    /// receive waits out a restart or failover rather than failing.
     async fn pop(&self, shard: usize, key: &str) -> Result<Taken, Failure> {
         let mut outage = Outage::default();
         loop {
             let popped = match self.pop_member(shard, key).await {
-                Err(Failure::Redis { shard, err }) if unreachable(&err) => {
+                Err(Failure::Redis { shard, err }) if passing(&err) => {
                     outage.wait(&shard, &err).await;
                     continue;
                 }
@@ -229,17 +252,9 @@ impl Inner {
         if let Some((member, score)) = popped.into_iter().next() {
             return Ok(Some((member, score, true)));
         }
-        let mut connection = self.shards[shard]
-            .blocking()
-            .await
-            .map_err(|err| self.failed(shard, err))?;
-        let blocked: Option<Popped> = redis::cmd("BZPOPMIN")
-            .arg(key)
-            .arg(self.block_seconds)
-            .query_async(&mut connection)
-            .await
-            .map_err(|err| self.failed(shard, err))?;
-        self.shards[shard].release(connection);
+        let mut command = redis::cmd("BZPOPMIN");
+        command.arg(key).arg(self.block_seconds);
+        let blocked: Option<Popped> = self.run_blocking(shard, &command).await?;
         Ok(blocked.map(|(_, member, score)| (member, score, false)))
     }
 
@@ -304,21 +319,16 @@ impl Inner {
     /// Waits for the local key, then takes up to POP_BATCH members in the
     /// same round trip.
     async fn pop_local(&self, shard: usize, key: &str) -> Result<Vec<Vec<u8>>, Failure> {
-        let mut connection = self.shards[shard]
-            .blocking()
-            .await
-            .map_err(|err| self.failed(shard, err))?;
-        let (first, rest): (Option<Popped>, Vec<(Vec<u8>, f64)>) = redis::pipe()
+        let mut pipeline = redis::pipe();
+        pipeline
             .cmd("BZPOPMIN")
             .arg(key)
             .arg(self.block_seconds)
             .cmd("ZPOPMIN")
             .arg(key)
-            .arg(POP_BATCH - 1)
-            .query_async(&mut connection)
-            .await
-            .map_err(|err| self.failed(shard, err))?;
-        self.shards[shard].release(connection);
+            .arg(POP_BATCH - 1);
+        let (first, rest): (Option<Popped>, Vec<(Vec<u8>, f64)>) =
+            self.run_blocking(shard, &pipeline).await?;
         let first = first.map(|(_, member, _)| member);
         Ok(first
             .into_iter()
@@ -570,10 +580,26 @@ impl Request for redis::ScriptInvocation<'_> {
     }
 }
 
+impl Request for redis::Pipeline {
+    fn send<T: FromRedisValue + Send>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
+        self.query_async(connection)
+    }
+}
+
 /// Whether `err` says the connection is no use any more: closed, or on a
 /// server that is now a replica.
 fn stale(err: &RedisError) -> bool {
     err.is_connection_dropped() || err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
+/// Whether a receiver should wait and try again: Redis is out of reach, or
+/// its server changed role under it in a failover (which also ends blocked
+/// pops with UNBLOCKED).
+fn passing(err: &RedisError) -> bool {
+    unreachable(err) || stale(err) || err.code() == Some("UNBLOCKED")
 }
 
 /// channels_redis's INFO line when group members were full.
