@@ -90,3 +90,64 @@ async def test_abandoned_local_channels_do_not_pile_up(redis):
     # Kept for ever, each round's messages would add about 40 MB; expired,
     # later rounds reuse what earlier ones freed.
     assert curve[-1] - curve[0] <= 30
+
+
+IDLE_CONSUMERS = 10_000
+
+
+def idle_consumer_memory(layer_path, url):
+    """RSS a fresh process gains for IDLE_CONSUMERS tasks waiting in
+    receive() on their own process-local channels, less what as many tasks
+    cost awaiting a plain future: bytes per channel."""
+    import importlib
+    import subprocess
+    import sys
+
+    probe = f"""
+import asyncio, gc, importlib, os
+module, name = {layer_path!r}.rsplit(".", 1)
+layer_class = getattr(importlib.import_module(module), name)
+PAGE = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    gc.collect()
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+async def main():
+    layer = layer_class(hosts=[{url!r}])
+    warm = await layer.new_channel()
+    await layer.send(warm, {{"type": "warm"}})
+    await layer.receive(warm)
+    base = rss()
+    async def wait(future):
+        return await future
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range({IDLE_CONSUMERS})]
+    plain = [asyncio.ensure_future(wait(f)) for f in futures]
+    await asyncio.sleep(0.5)
+    waiting_plain = rss() - base
+    names = [await layer.new_channel() for _ in range({IDLE_CONSUMERS})]
+    base = rss()
+    tasks = [asyncio.ensure_future(layer.receive(n)) for n in names]
+    await asyncio.sleep(1)
+    waiting_layer = rss() - base
+    print(waiting_layer - waiting_plain)
+    os._exit(0)
+asyncio.run(main())
+"""
+    importlib.import_module(layer_path.rsplit(".", 1)[0])
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.split()[-1]) / IDLE_CONSUMERS
+
+
+def test_memory_per_idle_consumer(redis):
+    ours = idle_consumer_memory("channels_rs.RedisChannelLayer", redis.url)
+    theirs = idle_consumer_memory("channels_redis.core.RedisChannelLayer", redis.url)
+    print(
+        f"\nlayer memory per idle consumer ({IDLE_CONSUMERS:,} process-local "
+        f"channels, each with a pending receive): channels_rs {ours:,.0f} bytes, "
+        f"channels_redis {theirs:,.0f} bytes"
+    )
+    assert ours < 1024
