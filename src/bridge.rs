@@ -98,6 +98,14 @@ fn complete(py: Python<'_>, completion: Completion) -> PyResult<()> {
     Ok(())
 }
 
+/// A new future of the running loop, and the queue that completes it.
+pub fn pending(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Arc<Queue>)> {
+    let event_loop = running_loop(py)?;
+    let queue = for_loop(py, &event_loop)?;
+    let future = event_loop.call_method0(intern!(py, "create_future"))?;
+    Ok((future, queue))
+}
+
 /// The running event loop of this thread.
 pub fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();

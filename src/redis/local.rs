@@ -16,9 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::ring::non_local_name;
-use crate::bridge::Queue;
+use crate::bridge::{self, Completion, Outcome, Queue, Settle};
+use crate::codec::Serializer;
+use crate::errors::REPLY_CHANNEL_KEY;
 
 /// A message waiting in this process: still bytes, or already a dict that a
 /// cancelled receiver gave back.
@@ -75,13 +78,13 @@ impl State {
     }
 }
 
-pub struct Local {
+struct Local {
     state: Mutex<State>,
     expiry: Duration,
 }
 
 /// What `Local::route` did with a message.
-pub enum Routed {
+enum Routed {
     /// Complete this waiter's future with the message.
     Waiter(Py<PyAny>, Arc<Queue>, Buffered),
     /// Buffered; the oldest message was dropped to make room, if any.
@@ -89,7 +92,7 @@ pub enum Routed {
 }
 
 impl Local {
-    pub fn new(expiry: Duration) -> Self {
+    fn new(expiry: Duration) -> Self {
         let state = State {
             channels: HashMap::new(),
             waiting: HashMap::new(),
@@ -113,12 +116,12 @@ impl Local {
     }
 
     /// Whether anyone waits on a channel of `local_name`.
-    pub fn has_waiters(&self, local_name: &str) -> bool {
+    fn has_waiters(&self, local_name: &str) -> bool {
         self.lock().waiting.contains_key(local_name)
     }
 
     /// The next buffered message of `channel`, if any.
-    pub fn take(&self, channel: &str) -> Option<Buffered> {
+    fn take(&self, channel: &str) -> Option<Buffered> {
         let channels = &mut self.lock().channels;
         let entry = channels.get_mut(channel)?;
         let taken = entry.next(self.oldest());
@@ -129,7 +132,7 @@ impl Local {
     }
 
     /// Waits on `channel` unless a message arrived meanwhile (then returned).
-    pub fn wait(&self, channel: &str, future: Py<PyAny>, queue: Arc<Queue>) -> Option<Buffered> {
+    fn wait(&self, channel: &str, future: Py<PyAny>, queue: Arc<Queue>) -> Option<Buffered> {
         let mut state = self.lock();
         let entry = state.channels.entry(channel.to_owned()).or_default();
         if let Some(buffered) = entry.next(self.oldest()) {
@@ -141,7 +144,7 @@ impl Local {
     }
 
     /// Stops waiting with `future` (cancelled), if it still waits.
-    pub fn unwait(&self, channel: &str, future: &Bound<'_, PyAny>) {
+    fn unwait(&self, channel: &str, future: &Bound<'_, PyAny>) {
         let mut state = self.lock();
         let Some(entry) = state.channels.get_mut(channel) else {
             return;
@@ -163,7 +166,7 @@ impl Local {
     /// Gives `message` to the first waiter of `channel`, else buffers it
     /// (at the front if `front`), keeping at most `capacity`. A dropped
     /// message comes back to be released after the lock.
-    pub fn route(&self, channel: &str, message: Buffered, capacity: usize, front: bool) -> Routed {
+    fn route(&self, channel: &str, message: Buffered, capacity: usize, front: bool) -> Routed {
         let mut state = self.lock();
         self.sweep(&mut state);
         let entry = state.channels.entry(channel.to_owned()).or_default();
@@ -203,5 +206,99 @@ impl Local {
             channel.drop_expired(oldest);
             !channel.is_idle()
         });
+    }
+}
+
+/// What `Inbox::receive` found.
+pub enum Received<'py> {
+    /// A message that was already here.
+    Ready(Bound<'py, PyAny>),
+    /// A future of the next one; if awaiting it fails, call `unwait` (and
+    /// give back what it may hold).
+    Waiting(Bound<'py, PyAny>),
+}
+
+/// Local channels with the means to deliver to them: buffers and waiters
+/// (`Local`), their capacity, and the serializer that reads what arrives.
+pub struct Inbox {
+    local: Local,
+    capacity: usize,
+    serializer: Serializer,
+}
+
+impl Inbox {
+    pub fn new(capacity: usize, expiry: Duration, serializer: Serializer) -> Self {
+        Inbox {
+            local: Local::new(expiry),
+            capacity,
+            serializer,
+        }
+    }
+
+    pub fn has_waiters(&self, local_name: &str) -> bool {
+        self.local.has_waiters(local_name)
+    }
+
+    pub fn unwait(&self, channel: &str, future: &Bound<'_, PyAny>) {
+        self.local.unwait(channel, future);
+    }
+
+    /// The next message of `channel`, or a future of it.
+    pub fn receive<'py>(&self, py: Python<'py>, channel: &str) -> PyResult<Received<'py>> {
+        if let Some(buffered) = self.local.take(channel) {
+            return self.materialize(py, buffered).map(Received::Ready);
+        }
+        let (future, queue) = bridge::pending(py)?;
+        match self.local.wait(channel, future.clone().unbind(), queue) {
+            Some(buffered) => self.materialize(py, buffered).map(Received::Ready),
+            None => Ok(Received::Waiting(future)),
+        }
+    }
+
+    /// Gives `message` to the first receiver waiting on `channel`, or
+    /// buffers it (at the front if `front`: one a cancelled receiver gave
+    /// back). A receiver cancelled before it took the message gives it back.
+    pub fn deliver(self: &Arc<Self>, channel: String, message: Buffered, front: bool) {
+        let (future, queue, message) =
+            match self.local.route(&channel, message, self.capacity, front) {
+                Routed::Waiter(future, queue, message) => (future, queue, message),
+                // One pushed out of a full buffer is freed here, out of the lock.
+                Routed::Buffered(_released) => return,
+            };
+        let outcome: Outcome = match message {
+            Buffered::Body(body) => {
+                let reader = Arc::clone(self);
+                Box::new(move |py| reader.read_body(py, &body).map(Bound::unbind))
+            }
+            Buffered::Message(dict) => Box::new(move |_py| Ok(dict)),
+        };
+        let inbox = Arc::clone(self);
+        let settle: Settle = Box::new(move |_py, unused| {
+            if let Some(unused) = unused {
+                inbox.deliver(channel, Buffered::Message(unused), true);
+            }
+        });
+        queue.push(Completion {
+            future,
+            outcome,
+            settle: Some(settle),
+        });
+    }
+
+    /// The Python message of an opened body, without its routing entry.
+    pub fn read_body<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        let message = self.serializer.read(py, body)?;
+        if let Ok(dict) = message.cast::<PyDict>() {
+            // Still there in json bodies (see codec::Opened).
+            dict.del_item(REPLY_CHANNEL_KEY).ok();
+        }
+        Ok(message)
+    }
+
+    fn materialize<'py>(&self, py: Python<'py>, buffered: Buffered) -> PyResult<Bound<'py, PyAny>> {
+        match buffered {
+            Buffered::Body(body) => self.read_body(py, &body),
+            Buffered::Message(message) => Ok(message.into_bound(py)),
+        }
     }
 }

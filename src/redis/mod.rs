@@ -21,11 +21,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pyo3::exceptions::{PyAssertionError, PyConnectionError, PyTimeoutError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyList;
 use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind};
 
-use crate::bridge::{self, Completion, Outcome, Queue, Settle};
+use crate::bridge::{self, Completion, Outcome, Settle};
 use crate::capacity::Capacities;
 use crate::codec::Serializer;
 use crate::errors::{self, REPLY_CHANNEL_KEY};
@@ -33,7 +33,7 @@ use crate::names;
 use crate::runtime;
 use connections::{unreachable, Shard};
 use hosts::{shard, HostSpec};
-use local::{Buffered, Local, Routed};
+use local::{Buffered, Inbox, Received};
 use ring::{consistent_hash, non_local_name};
 
 /// Most messages the local pump takes per round trip.
@@ -86,14 +86,13 @@ struct Inner {
     /// How long one blocking pop waits before it is issued again; also how
     /// long an idle pump outlives its last waiter.
     block_seconds: f64,
-    /// Most messages buffered per process-local channel.
-    capacity: usize,
     serializer: Serializer,
     shards: Vec<Shard>,
     /// `.<client_prefix>!`: how every process-local name of this layer ends
     /// (`<prefix>.<client_prefix>!`, one Redis key per new_channel prefix).
     client_suffix: String,
-    local: Local,
+    /// Receivers and buffers of this layer's process-local channels.
+    inbox: Arc<Inbox>,
     /// (local name, shard) pairs a pump is reading.
     pumps: Mutex<HashSet<(String, usize)>>,
     next_send: AtomicUsize,
@@ -289,7 +288,7 @@ impl Inner {
             if idle {
                 // Decided under the same lock receivers take to start pumps.
                 let mut pumps = self.pumps.lock().unwrap_or_else(|p| p.into_inner());
-                if !self.local.has_waiters(&local_name) {
+                if !self.inbox.has_waiters(&local_name) {
                     pumps.remove(&(local_name, shard));
                     return;
                 }
@@ -305,7 +304,7 @@ impl Inner {
                 Err(failure) => {
                     // With nobody waiting, the check above ends the pump quietly.
                     idle = true;
-                    if !self.local.has_waiters(&local_name) {
+                    if !self.inbox.has_waiters(&local_name) {
                         continue;
                     }
                     if let Failure::Redis { shard, err } = failure {
@@ -351,43 +350,9 @@ impl Inner {
         };
         let body = Arc::new(opened.body);
         for channel in channels {
-            self.deliver_local(channel, Buffered::Body(Arc::clone(&body)), false);
+            self.inbox
+                .deliver(channel, Buffered::Body(Arc::clone(&body)), false);
         }
-    }
-
-    fn deliver_local(self: &Arc<Self>, channel: String, message: Buffered, front: bool) {
-        match self.local.route(&channel, message, self.capacity, front) {
-            Routed::Buffered(_dropped) => {}
-            Routed::Waiter(future, queue, message) => {
-                let outcome: Outcome = match message {
-                    Buffered::Body(body) => {
-                        let reader = Arc::clone(self);
-                        Box::new(move |py| reader.read_body(py, &body).map(Bound::unbind))
-                    }
-                    Buffered::Message(dict) => Box::new(move |_py| Ok(dict)),
-                };
-                let inner = Arc::clone(self);
-                let settle: Settle = Box::new(move |_py, unused| {
-                    if let Some(unused) = unused {
-                        inner.deliver_local(channel, Buffered::Message(unused), true);
-                    }
-                });
-                queue.push(Completion {
-                    future,
-                    outcome,
-                    settle: Some(settle),
-                });
-            }
-        }
-    }
-
-    /// The Python message of an opened body, without its routing entry.
-    fn read_body<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        let message = self.serializer.read(py, body)?;
-        if let Ok(dict) = message.cast::<PyDict>() {
-            dict.del_item(REPLY_CHANNEL_KEY).ok();
-        }
-        Ok(message)
     }
 
     fn group_key(&self, group: &str) -> String {
@@ -628,23 +593,13 @@ pub struct RedisCore {
     has_patterns: bool,
 }
 
-/// A future of the running loop, and its bridge.
-fn pending(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Arc<Queue>)> {
-    let event_loop = bridge::running_loop(py)?;
-    let queue = bridge::for_loop(py, &event_loop)?;
-    Ok((
-        event_loop.call_method0(intern!(py, "create_future"))?,
-        queue,
-    ))
-}
-
 /// Runs `work` on the runtime; its result completes the returned future.
 fn spawn<'py, T: Send + 'static>(
     py: Python<'py>,
     work: impl std::future::Future<Output = Result<T, Failure>> + Send + 'static,
     to_python: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (future, queue) = pending(py)?;
+    let (future, queue) = bridge::pending(py)?;
     let target = future.clone().unbind();
     runtime::spawn(async move {
         let result = work.await;
@@ -702,11 +657,14 @@ impl RedisCore {
             expiry: expiry.max(0.0) as u64,
             group_expiry: group_expiry.max(0.0) as u64,
             block_seconds,
-            capacity: non_negative(capacity),
             serializer: serializer.get().clone(),
             shards,
             client_suffix: format!(".{client_prefix}!"),
-            local: Local::new(Duration::from_secs_f64(expiry.max(0.0))),
+            inbox: Arc::new(Inbox::new(
+                non_negative(capacity),
+                Duration::from_secs_f64(expiry.max(0.0)),
+                serializer.get().clone(),
+            )),
             pumps: Mutex::new(HashSet::new()),
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
@@ -757,7 +715,7 @@ impl RedisCore {
         }
         let shard = inner.round_robin(&inner.next_receive);
         let key = inner.key(&name);
-        let (future, queue) = pending(py)?;
+        let (future, queue) = bridge::pending(py)?;
         let target = future.clone().unbind();
         let inner = Arc::clone(inner);
         runtime::spawn(async move {
@@ -781,7 +739,7 @@ impl RedisCore {
             } = taken;
             let reader = Arc::clone(&inner);
             let outcome: Outcome =
-                Box::new(move |py| reader.read_body(py, &body).map(Bound::unbind));
+                Box::new(move |py| reader.inbox.read_body(py, &body).map(Bound::unbind));
             // Cancelled before it arrived: back into the queue, where it was.
             let putter = Arc::clone(&inner);
             let (put_key, put_member) = (key.clone(), member.clone());
@@ -811,7 +769,7 @@ impl RedisCore {
     fn abandon(&self, py: Python<'_>, channel: &str, future: &Bound<'_, PyAny>) -> PyResult<()> {
         let local = channel.contains('!');
         if local {
-            self.inner.local.unwait(channel, future);
+            self.inner.inbox.unwait(channel, future);
         }
         let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
         if !future.call_method0(intern!(py, "done"))?.is_truthy()? || cancelled {
@@ -819,7 +777,7 @@ impl RedisCore {
         }
         let message = future.call_method0(intern!(py, "result"))?;
         if local {
-            self.inner.deliver_local(
+            self.inner.inbox.deliver(
                 channel.to_owned(),
                 Buffered::Message(message.unbind()),
                 true,
@@ -1000,13 +958,10 @@ impl RedisCore {
 
     fn receive_local<'py>(&self, py: Python<'py>, channel: String) -> PyResult<Bound<'py, PyAny>> {
         let inner = &self.inner;
-        if let Some(buffered) = inner.local.take(&channel) {
-            return self.materialize(py, buffered);
-        }
-        let (future, queue) = pending(py)?;
-        if let Some(buffered) = inner.local.wait(&channel, future.clone().unbind(), queue) {
-            return self.materialize(py, buffered);
-        }
+        let future = match inner.inbox.receive(py, &channel)? {
+            Received::Ready(message) => return Ok(message),
+            Received::Waiting(future) => future,
+        };
         let local_name = non_local_name(&channel).to_owned();
         let mut pumps = inner.pumps.lock().unwrap_or_else(|p| p.into_inner());
         for shard in 0..inner.shards.len() {
@@ -1015,12 +970,5 @@ impl RedisCore {
             }
         }
         Ok(future)
-    }
-
-    fn materialize<'py>(&self, py: Python<'py>, buffered: Buffered) -> PyResult<Bound<'py, PyAny>> {
-        match buffered {
-            Buffered::Body(body) => self.inner.read_body(py, &body),
-            Buffered::Message(message) => Ok(message.into_bound(py)),
-        }
     }
 }
