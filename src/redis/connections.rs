@@ -9,9 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult};
+use redis::{
+    AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError, RedisResult,
+    ServerErrorKind,
+};
 
 use super::sentinel::Watched;
+use super::Failure;
 
 /// Where a shard's connections come from.
 pub enum Source {
@@ -160,6 +164,55 @@ impl Shard {
         }))
     }
 
+    /// `err` as a Failure naming this shard. A connection that failed that
+    /// way is not used again.
+    pub fn failed(&self, err: RedisError) -> Failure {
+        if err.is_io_error() || err.is_timeout() || stale(&err) {
+            self.drop_shared();
+        }
+        Failure::Redis {
+            shard: self.name.clone(),
+            err,
+        }
+    }
+
+    /// Runs `request` on the shared connection. One that turns out dead (the
+    /// server restarted since it was made) or read-only (a failover demoted
+    /// its server) is replaced, and the request sent once more: around a
+    /// restart a message may then arrive twice, never zero times.
+    pub async fn run<T: FromRedisValue + Send>(
+        &self,
+        request: &(impl Request + Sync),
+    ) -> Result<T, Failure> {
+        let mut connection = self.shared().await.map_err(|err| self.failed(err))?;
+        let result = match request.send(&mut connection).await {
+            Err(err) if stale(&err) => {
+                self.drop_shared();
+                let mut connection = self.shared().await.map_err(|err| self.failed(err))?;
+                request.send(&mut connection).await
+            }
+            result => result,
+        };
+        result.map_err(|err| self.failed(err))
+    }
+
+    /// Runs a blocking `request` on a connection of its own. It gives up
+    /// if Sentinel names another master meanwhile: the old one is on its way
+    /// to being demoted, and nothing sent to it from then on is kept.
+    pub async fn run_blocking<T: FromRedisValue + Send>(
+        &self,
+        request: &(impl Request + Sync),
+    ) -> Result<T, Failure> {
+        let mut blocking = self.blocking().await.map_err(|err| self.failed(err))?;
+        let result = tokio::select! {
+            result = request.send(&mut blocking.connection) => result,
+            () = self.moved() => Err(RedisError::from((ErrorKind::Io, "Sentinel named a new master"))),
+        };
+        let value = result.map_err(|err| self.failed(err))?;
+        self.release(blocking);
+        Ok(value)
+    }
+
     /// Forgets the shared connection after an error, so the next call reconnects.
     pub fn drop_shared(&self) {
         self.with_state(|state| state.shared = None);
@@ -207,4 +260,45 @@ pub fn unreachable(err: &RedisError) -> bool {
         || err.is_connection_dropped()
         || err.is_timeout()
         || err.kind() == ErrorKind::MasterNameNotFoundBySentinel
+}
+
+/// A command that can be sent again on another connection.
+pub trait Request {
+    fn send<T: FromRedisValue + Send>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> impl std::future::Future<Output = RedisResult<T>> + Send;
+}
+
+impl Request for redis::Cmd {
+    fn send<T: FromRedisValue + Send>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
+        self.query_async(connection)
+    }
+}
+
+impl Request for redis::ScriptInvocation<'_> {
+    fn send<T: FromRedisValue + Send>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
+        self.invoke_async(connection)
+    }
+}
+
+impl Request for redis::Pipeline {
+    fn send<T: FromRedisValue + Send>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
+        self.query_async(connection)
+    }
+}
+
+/// Whether `err` says the connection is no use any more: closed, or on a
+/// server that is now a replica.
+pub fn stale(err: &RedisError) -> bool {
+    err.is_connection_dropped() || err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }

@@ -22,8 +22,7 @@ use pyo3::exceptions::{PyAssertionError, PyConnectionError, PyTimeoutError, PyVa
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use redis::aio::MultiplexedConnection;
-use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind};
+use redis::RedisError;
 
 use crate::bridge::{self, Completion, Outcome, Settle};
 use crate::capacity::Capacities;
@@ -31,7 +30,7 @@ use crate::codec::Serializer;
 use crate::errors::{self, REPLY_CHANNEL_KEY};
 use crate::names;
 use crate::runtime;
-use connections::{unreachable, Shard};
+use connections::{stale, unreachable, Shard};
 use hosts::{shard, HostSpec};
 use local::{Buffered, Inbox, Received};
 use ring::{consistent_hash, non_local_name};
@@ -104,67 +103,6 @@ impl Inner {
         format!("{}{}", self.prefix, name)
     }
 
-    fn failed(&self, shard: usize, err: RedisError) -> Failure {
-        if err.is_io_error() || err.is_timeout() || stale(&err) {
-            self.shards[shard].drop_shared();
-        }
-        Failure::Redis {
-            shard: self.shards[shard].name.clone(),
-            err,
-        }
-    }
-
-    async fn shared(&self, shard: usize) -> Result<MultiplexedConnection, Failure> {
-        self.shards[shard]
-            .shared()
-            .await
-            .map_err(|err| self.failed(shard, err))
-    }
-
-    /// Runs `request` on the shard's shared connection. One that turns out
-    /// dead (the server restarted since it was made) or read-only (a
-    /// failover demoted its server) is replaced, and the request sent once
-    /// more: around a restart a message may then arrive twice, never zero
-    /// times.
-    async fn run<T: FromRedisValue + Send>(
-        &self,
-        shard: usize,
-        request: &(impl Request + Sync),
-    ) -> Result<T, Failure> {
-        let mut connection = self.shared(shard).await?;
-        let result = match request.send(&mut connection).await {
-            Err(err) if stale(&err) => {
-                self.shards[shard].drop_shared();
-                let mut connection = self.shared(shard).await?;
-                request.send(&mut connection).await
-            }
-            result => result,
-        };
-        result.map_err(|err| self.failed(shard, err))
-    }
-
-    /// Runs a blocking `request` on a connection of its own. It gives up
-    /// if Sentinel names another master meanwhile: the old one is on its way
-    /// to being demoted, and nothing sent to it from then on is kept.
-    async fn run_blocking<T: FromRedisValue + Send>(
-        &self,
-        shard: usize,
-        request: &(impl Request + Sync),
-    ) -> Result<T, Failure> {
-        let source = &self.shards[shard];
-        let mut blocking = source
-            .blocking()
-            .await
-            .map_err(|err| self.failed(shard, err))?;
-        let result = tokio::select! {
-            result = request.send(&mut blocking.connection) => result,
-            () = source.moved() => Err(RedisError::from((ErrorKind::Io, "Sentinel named a new master"))),
-        };
-        let value = result.map_err(|err| self.failed(shard, err))?;
-        source.release(blocking);
-        Ok(value)
-    }
-
     fn round_robin(&self, counter: &AtomicUsize) -> usize {
         counter.fetch_add(1, Ordering::Relaxed) % self.shards.len()
     }
@@ -184,7 +122,7 @@ impl Inner {
             .arg(self.expiry)
             .arg(capacity)
             .arg(member);
-        let added: i64 = self.run(shard, &invocation).await?;
+        let added: i64 = self.shards[shard].run(&invocation).await?;
         if added == 0 {
             return Err(Failure::Full(channel));
         }
@@ -247,13 +185,13 @@ impl Inner {
     ) -> Result<Option<(Vec<u8>, f64, bool)>, Failure> {
         let mut invocation = scripts::POP.prepare_invoke();
         invocation.key(key).key(format!("{key}$inflight")).arg(1);
-        let popped: Vec<(Vec<u8>, f64)> = self.run(shard, &invocation).await?;
+        let popped: Vec<(Vec<u8>, f64)> = self.shards[shard].run(&invocation).await?;
         if let Some((member, score)) = popped.into_iter().next() {
             return Ok(Some((member, score, true)));
         }
         let mut command = redis::cmd("BZPOPMIN");
         command.arg(key).arg(self.block_seconds);
-        let blocked: Option<Popped> = self.run_blocking(shard, &command).await?;
+        let blocked: Option<Popped> = self.shards[shard].run_blocking(&command).await?;
         Ok(blocked.map(|(_, member, score)| (member, score, false)))
     }
 
@@ -261,14 +199,14 @@ impl Inner {
     async fn clear_backup(&self, shard: usize, key: &str, member: &[u8]) {
         let mut command = redis::cmd("ZREM");
         command.arg(format!("{key}$inflight")).arg(member);
-        let _: Result<i64, _> = self.run(shard, &command).await;
+        let _: Result<i64, _> = self.shards[shard].run(&command).await;
     }
 
     /// Puts a message back at its old place in the queue.
     async fn requeue(&self, shard: usize, key: &str, member: &[u8], score: f64) {
         let mut command = redis::cmd("ZADD");
         command.arg(key).arg(score).arg(member);
-        if let Err(Failure::Redis { err, .. }) = self.run::<i64>(shard, &command).await {
+        if let Err(Failure::Redis { err, .. }) = self.shards[shard].run::<i64>(&command).await {
             log::error!(target: "channels_rs", "could not put back a message on {key}: {err}");
         }
     }
@@ -327,7 +265,7 @@ impl Inner {
             .arg(key)
             .arg(POP_BATCH - 1);
         let (first, rest): (Option<Popped>, Vec<(Vec<u8>, f64)>) =
-            self.run_blocking(shard, &pipeline).await?;
+            self.shards[shard].run_blocking(&pipeline).await?;
         let first = first.map(|(_, member, _)| member);
         Ok(first
             .into_iter()
@@ -367,7 +305,7 @@ impl Inner {
             .arg(unix_now())
             .arg(self.group_expiry)
             .arg(channel);
-        let _: redis::Value = self.run(shard, &invocation).await?;
+        let _: redis::Value = self.shards[shard].run(&invocation).await?;
         Ok(())
     }
 
@@ -375,7 +313,7 @@ impl Inner {
         let shard = consistent_hash(group, self.shards.len());
         let mut command = redis::cmd("ZREM");
         command.arg(self.group_key(group)).arg(channel);
-        let _: i64 = self.run(shard, &command).await?;
+        let _: i64 = self.shards[shard].run(&command).await?;
         Ok(())
     }
 
@@ -387,7 +325,7 @@ impl Inner {
             .key(self.group_key(group))
             .arg(unix_now())
             .arg(self.group_expiry);
-        self.run(shard, &invocation).await
+        self.shards[shard].run(&invocation).await
     }
 
     async fn group_send(
@@ -440,7 +378,7 @@ impl Inner {
                 invocation.arg(*capacity);
             }
             invocation.arg(unix_now()).arg(self.expiry);
-            let over: i64 = self.run(shard, &invocation).await?;
+            let over: i64 = self.shards[shard].run(&invocation).await?;
             full += over;
         }
         log_full(full, members.len() as i64, &group);
@@ -465,7 +403,7 @@ impl Inner {
             .arg(&self.prefix)
             .arg(prefix)
             .arg(body);
-        let (full, members): (i64, i64) = self.run(0, &invocation).await?;
+        let (full, members): (i64, i64) = self.shards[0].run(&invocation).await?;
         log_full(full, members, group);
         Ok(())
     }
@@ -481,9 +419,9 @@ impl Inner {
                     .arg(&pattern)
                     .arg("COUNT")
                     .arg(1000);
-                let (next, keys): (u64, Vec<Vec<u8>>) = self.run(shard, &scan).await?;
+                let (next, keys): (u64, Vec<Vec<u8>>) = self.shards[shard].run(&scan).await?;
                 if !keys.is_empty() {
-                    let _: i64 = self.run(shard, redis::cmd("DEL").arg(keys)).await?;
+                    let _: i64 = self.shards[shard].run(redis::cmd("DEL").arg(keys)).await?;
                 }
                 if next == 0 {
                     break;
@@ -517,47 +455,6 @@ impl Outage {
             log::warn!(target: "channels_rs", "receiving from Redis at {shard} works again after {seconds:.1} s");
         }
     }
-}
-
-/// A command that can be sent again on another connection.
-trait Request {
-    fn send<T: FromRedisValue + Send>(
-        &self,
-        connection: &mut MultiplexedConnection,
-    ) -> impl std::future::Future<Output = RedisResult<T>> + Send;
-}
-
-impl Request for redis::Cmd {
-    fn send<T: FromRedisValue + Send>(
-        &self,
-        connection: &mut MultiplexedConnection,
-    ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
-        self.query_async(connection)
-    }
-}
-
-impl Request for redis::ScriptInvocation<'_> {
-    fn send<T: FromRedisValue + Send>(
-        &self,
-        connection: &mut MultiplexedConnection,
-    ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
-        self.invoke_async(connection)
-    }
-}
-
-impl Request for redis::Pipeline {
-    fn send<T: FromRedisValue + Send>(
-        &self,
-        connection: &mut MultiplexedConnection,
-    ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
-        self.query_async(connection)
-    }
-}
-
-/// Whether `err` says the connection is no use any more: closed, or on a
-/// server that is now a replica.
-fn stale(err: &RedisError) -> bool {
-    err.is_connection_dropped() || err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }
 
 /// Whether a receiver should wait and try again: Redis is out of reach, or
