@@ -1,5 +1,7 @@
 """The test project's consumers and view, through the layer CHANNEL_LAYERS
-names: the in-memory default of settings.py, and Redis."""
+names: the in-memory default of settings.py, Redis, and Redis pub/sub."""
+
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -16,7 +18,19 @@ def test_settings_load_our_layer():
     assert type(get_channel_layer()) is channels_rs.InMemoryChannelLayer
 
 
-@pytest.fixture(params=["memory", "redis"])
+def pubsub_group_gone(redis):
+    """Whether nobody is subscribed to the broadcast group any more (the
+    unsubscribe is on its way to Redis for a moment)."""
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        reply = command(redis.port, "PUBSUB", "NUMSUB", "testproject__group__broadcast")
+        if reply.endswith(b":0\r\n"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture(params=["memory", "redis", "pubsub"])
 def backend(request):
     """Runs the test with CHANNEL_LAYERS switched to each of our layers."""
     if request.param == "memory":
@@ -24,14 +38,21 @@ def backend(request):
         yield lambda: layer.groups == {} and len(layer.channels) == 0
         return
     redis = request.getfixturevalue("redis")
+    layer_class = {
+        "redis": channels_rs.RedisChannelLayer,
+        "pubsub": channels_rs.RedisPubSubChannelLayer,
+    }[request.param]
     settings = {
         "default": {
-            "BACKEND": "channels_rs.RedisChannelLayer",
+            "BACKEND": f"channels_rs.{layer_class.__name__}",
             "CONFIG": {"hosts": [redis.url], "prefix": "testproject"},
         }
     }
     with override_settings(CHANNEL_LAYERS=settings):
-        assert type(get_channel_layer()) is channels_rs.RedisChannelLayer
+        assert type(get_channel_layer()) is layer_class
+        if request.param == "pubsub":
+            yield lambda: pubsub_group_gone(redis)
+            return
         yield (
             lambda: (
                 command(redis.port, "EXISTS", "testproject:group:broadcast")

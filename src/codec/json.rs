@@ -30,7 +30,7 @@ pub fn append_entry(
     Ok(())
 }
 
-fn string(text: &str, out: &mut Vec<u8>) {
+pub fn string(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     for c in text.chars() {
         match c {

@@ -177,6 +177,27 @@ impl Serializer {
         })
     }
 
+    /// The body of `{"type": message_type}`, as `read` reads it: the notice
+    /// a pub/sub layer hands its consumers when its connection drops or
+    /// comes back.
+    pub fn notice(&self, message_type: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(message_type.len() + 16);
+        match self.format {
+            Format::Msgpack => {
+                out.push(0x81);
+                for text in ["type", message_type] {
+                    rmp::encode::write_str(&mut out, text).expect("writes to a Vec");
+                }
+            }
+            Format::Json => {
+                out.extend_from_slice(b"{\"type\": ");
+                json::string(message_type, &mut out);
+                out.push(b'}');
+            }
+        }
+        out
+    }
+
     /// The Python message an opened body holds.
     pub fn read<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         match self.format {

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{MultiplexedConnection, PubSub};
 use redis::{
     AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError, RedisResult,
     ServerErrorKind,
@@ -113,14 +113,28 @@ impl Shard {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeouts.connect))
             .set_response_timeout(response_timeout);
-        let (client, generation) = match &self.source {
-            Source::Direct(client) => (Client::clone(client), 0),
-            Source::Sentinel(watched) => watched.master(self.timeouts.connect).await?,
-        };
+        let (client, generation) = self.client().await?;
         let connection = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         Ok((generation, connection))
+    }
+
+    /// A client for the server (the current master, with Sentinel), and
+    /// the generation of that master.
+    async fn client(&self) -> RedisResult<(Client, u64)> {
+        match &self.source {
+            Source::Direct(client) => Ok((Client::clone(client), 0)),
+            Source::Sentinel(watched) => watched.master(self.timeouts.connect).await,
+        }
+    }
+
+    /// A new connection for SUBSCRIBE (the pub/sub layer).
+    pub async fn subscriber(&self) -> RedisResult<PubSub> {
+        let (client, _) = self.client().await?;
+        tokio::time::timeout(self.timeouts.connect, client.get_async_pubsub())
+            .await
+            .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
     }
 
     /// The generation of the master connections must be made to now.

@@ -243,6 +243,11 @@ impl Inbox {
         self.local.unwait(channel, future);
     }
 
+    /// Drops what is buffered for `channel`.
+    pub fn forget(&self, channel: &str) {
+        while self.local.take(channel).is_some() {}
+    }
+
     /// The next message of `channel`, or a future of it.
     pub fn receive<'py>(&self, py: Python<'py>, channel: &str) -> PyResult<Received<'py>> {
         if let Some(buffered) = self.local.take(channel) {

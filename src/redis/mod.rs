@@ -9,6 +9,9 @@
 mod connections;
 mod hosts;
 mod local;
+mod pubsub;
+
+pub use pubsub::PubSubCore;
 mod ring;
 mod scripts;
 mod sentinel;

@@ -1,0 +1,113 @@
+"""The pub/sub channel layer, a drop-in for
+``channels_redis.pubsub.RedisPubSubChannelLayer`` that publishes the same
+bytes on the same Redis pub/sub channels."""
+
+import uuid
+
+from . import _core
+from .base import CoreLayer
+from .core import _host_specs
+
+
+class RedisPubSubChannelLayer(CoreLayer):
+    """Channel layer on Redis pub/sub: every process subscribed to a name gets
+    each message sent to it, and a message sent while nobody listens is gone.
+
+    One subscriber connection per shard serves the whole process. Messages
+    wait in a queue of at most ``capacity`` per channel (the oldest is
+    dropped when it is full) for at most ``expiry`` seconds. When a
+    subscriber connection drops, the layer reconnects and subscribes again by
+    itself; with ``on_disconnect`` / ``on_reconnect`` set to a message type,
+    every channel of this process gets ``{"type": ...}`` at those moments, so
+    consumers can catch up on what was published in between."""
+
+    extensions = ["groups", "flush"]
+
+    def __init__(
+        self,
+        hosts=None,
+        prefix="asgi",
+        symmetric_encryption_keys=None,
+        serializer_format="msgpack",
+        on_disconnect=None,
+        on_reconnect=None,
+        capacity=100,
+        expiry=60,
+        **kwargs,
+    ):
+        # channels_redis passes other options on and ignores them: so do we.
+        super().__init__(expiry=expiry, capacity=capacity)
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        self.prefix = prefix
+        self.on_disconnect = on_disconnect
+        self.on_reconnect = on_reconnect
+        specs = _host_specs(hosts)
+        self._host_names = [spec["name"] for spec in specs]
+        if isinstance(symmetric_encryption_keys, (str, bytes)):
+            raise ValueError(
+                "symmetric_encryption_keys must be a list of possible keys"
+            )
+        keys = [
+            k.encode() if isinstance(k, str) else k
+            for k in symmetric_encryption_keys or []
+        ]
+        # No random prefix and no age limit on tokens, as channels_redis.pubsub.
+        self._serializer = _core.Serializer(serializer_format, keys, 0, None)
+        self._core = _core.PubSubCore(
+            specs,
+            prefix,
+            self._serializer,
+            capacity,
+            expiry,
+            on_disconnect,
+            on_reconnect,
+        )
+
+    def __repr__(self):
+        return (
+            f"<{type(self).__name__} hosts={self._host_names} prefix={self.prefix!r}>"
+        )
+
+    async def send(self, channel, message):
+        """Publish ``message`` to everyone subscribed to ``channel``."""
+        await self._core.publish(channel, message)
+
+    async def new_channel(self, prefix="specific."):
+        """A new channel name, already subscribed to by this process."""
+        channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
+        await self._core.subscribe(channel)
+        return channel
+
+    async def group_add(self, group, channel):
+        """Add one of this process's channels to ``group`` (RuntimeError for
+        a channel this process did not make or receive on)."""
+        await self._core.group_add(group, channel)
+
+    async def group_discard(self, group, channel):
+        self._core.group_discard(group, channel)
+
+    async def group_send(self, group, message):
+        """Publish ``message`` to every process with members in ``group``."""
+        await self._core.group_publish(group, message)
+
+    def send_sync(self, channel, message):
+        """``send`` for plain sync code: no event loop needed."""
+        self._core.publish_sync(channel, message)
+
+    def group_send_sync(self, group, message):
+        """``group_send`` for plain sync code: no event loop needed."""
+        self._core.group_publish_sync(group, message)
+
+    async def flush(self):
+        """Forget this process's channels and groups, and unsubscribe."""
+        self._core.flush()
+
+    async def close_pools(self):
+        """Nothing to close per event loop: connections belong to the layer."""
+
+    def serialize(self, message):
+        return self._serializer.serialize(message)
+
+    def deserialize(self, message):
+        return self._serializer.deserialize(message)

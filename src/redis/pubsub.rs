@@ -1,0 +1,461 @@
+//! The pub/sub channel layer: channels_redis.pubsub's names and bytes.
+//!
+//! A channel is a Redis pub/sub channel of the same name; a group `g` is the
+//! pub/sub channel `<prefix>__group__g`, and each process fans a group's
+//! messages out to its own members. Every message goes to every process
+//! subscribed to its name, and one published while nobody listens is gone.
+//!
+//! Each shard has one subscriber connection for the whole process, shared
+//! by every loop and thread, and one task that owns it: it applies
+//! SUBSCRIBE and UNSUBSCRIBE, routes what arrives into the inbox (bounded
+//! per channel), and when the connection drops, connects again and
+//! subscribes to everything again by itself. Consumers can be told of both
+//! moments (`on_disconnect` / `on_reconnect`), since what was published in
+//! between is lost.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use redis::RedisError;
+use tokio::sync::{mpsc, oneshot};
+
+use super::connections::Shard;
+use super::hosts::{shard, HostSpec};
+use super::local::{Buffered, Inbox, Received};
+use super::ring::consistent_hash;
+use super::{block, none, spawn, Failure, Outage, Work};
+use crate::codec::Serializer;
+use crate::{errors, names, runtime};
+
+enum Command {
+    Subscribe(String, oneshot::Sender<Result<(), RedisError>>),
+    Unsubscribe(String),
+}
+
+/// One shard's subscriber task, as this process knows it.
+#[derive(Default)]
+struct Subscriber {
+    /// The names subscribed on this shard: what a new connection subscribes to.
+    names: HashSet<String>,
+    /// Commands to this process's task; made with the task.
+    commands: Option<(u32, mpsc::UnboundedSender<Command>)>,
+}
+
+#[derive(Default)]
+struct Subscriptions {
+    /// This process's channels: made by new_channel, or being received on.
+    channels: HashSet<String>,
+    /// Group pub/sub name -> the channels of this process in that group.
+    groups: HashMap<String, HashSet<String>>,
+    subscribers: Vec<Subscriber>,
+}
+
+struct Inner {
+    prefix: String,
+    shards: Vec<Shard>,
+    serializer: Serializer,
+    inbox: Arc<Inbox>,
+    state: Mutex<Subscriptions>,
+    /// Message types handed to every channel when a subscriber connection
+    /// drops and when it is back.
+    on_disconnect: Option<String>,
+    on_reconnect: Option<String>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Subscriptions> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn group_name(&self, group: &str) -> String {
+        format!("{}__group__{group}", self.prefix)
+    }
+
+    fn shard_of(&self, name: &str) -> usize {
+        consistent_hash(name, self.shards.len())
+    }
+
+    /// The command channel of this process's task for `shard`, started on
+    /// first use (again in a forked child).
+    fn commands(
+        self: &Arc<Self>,
+        state: &mut Subscriptions,
+        shard: usize,
+    ) -> mpsc::UnboundedSender<Command> {
+        let pid = std::process::id();
+        let subscriber = &mut state.subscribers[shard];
+        if let Some((owner, sender)) = &subscriber.commands {
+            if *owner == pid && !sender.is_closed() {
+                return sender.clone();
+            }
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        subscriber.commands = Some((pid, sender.clone()));
+        let task = listen(Arc::downgrade(self), shard, receiver);
+        if let Err(err) = runtime::spawn(task) {
+            log::error!(target: "channels_rs", "cannot start the pub/sub listener: {err}");
+        }
+        sender
+    }
+
+    /// Subscribes to `name` unless already; completes once Redis confirmed.
+    async fn subscribe(self: &Arc<Self>, name: String) -> Result<(), Failure> {
+        let shard = self.shard_of(&name);
+        let (done, confirmed) = oneshot::channel();
+        {
+            let mut state = self.lock();
+            if !state.subscribers[shard].names.insert(name.clone()) {
+                return Ok(());
+            }
+            let commands = self.commands(&mut state, shard);
+            commands.send(Command::Subscribe(name.clone(), done)).ok();
+        }
+        let failed = match confirmed.await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) => err,
+            Err(_) => RedisError::from((redis::ErrorKind::Io, "the pub/sub listener stopped")),
+        };
+        self.lock().subscribers[shard].names.remove(&name);
+        Err(self.shards[shard].failed(failed))
+    }
+
+    fn unsubscribe(self: &Arc<Self>, state: &mut Subscriptions, name: &str) {
+        let shard = self.shard_of(name);
+        if state.subscribers[shard].names.remove(name) {
+            let commands = self.commands(state, shard);
+            commands.send(Command::Unsubscribe(name.to_owned())).ok();
+        }
+    }
+
+    /// Hands a published message to this process's receivers of `name`.
+    fn route(self: &Arc<Self>, name: &str, payload: &[u8]) {
+        let opened = match self.serializer.open(payload) {
+            Ok(opened) => opened,
+            Err(problem) => {
+                log::error!(target: "channels_rs", "dropped a message on {name} that cannot be read: {problem}");
+                return;
+            }
+        };
+        let targets: Vec<String> = {
+            let state = self.lock();
+            if state.channels.contains(name) {
+                vec![name.to_owned()]
+            } else if let Some(members) = state.groups.get(name) {
+                members
+                    .iter()
+                    .filter(|member| state.channels.contains(*member))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        let body = Arc::new(opened.body);
+        for channel in targets {
+            self.inbox
+                .deliver(channel, Buffered::Body(Arc::clone(&body)), false);
+        }
+    }
+
+    /// Hands `{"type": message_type}` to every channel of this process.
+    fn notify(self: &Arc<Self>, message_type: Option<&String>) {
+        let Some(message_type) = message_type else {
+            return;
+        };
+        let body = Arc::new(self.serializer.notice(message_type));
+        let channels: Vec<String> = self.lock().channels.iter().cloned().collect();
+        for channel in channels {
+            self.inbox
+                .deliver(channel, Buffered::Body(Arc::clone(&body)), false);
+        }
+    }
+
+    async fn publish(&self, name: String, body: Vec<u8>) -> Result<(), Failure> {
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(&name).arg(body);
+        let _: i64 = self.shards[self.shard_of(&name)].run(&command).await?;
+        Ok(())
+    }
+}
+
+/// A shard's subscriber task: owns the connection, applies commands,
+/// routes messages, and reconnects (subscribing to everything again) when
+/// the connection drops. Ends with the layer.
+async fn listen(inner: Weak<Inner>, shard: usize, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut outage = Outage::default();
+    let mut dropped = false;
+    loop {
+        let connected = {
+            let Some(layer) = inner.upgrade() else {
+                return;
+            };
+            let source = &layer.shards[shard];
+            match source.subscriber().await {
+                Ok(pubsub) => Ok((pubsub, source.name.clone())),
+                Err(err) => Err((source.name.clone(), err)),
+            }
+        };
+        let (pubsub, shard_name) = match connected {
+            Ok(connected) => connected,
+            Err((name, err)) => {
+                outage.wait(&name, &err).await;
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let Some(layer) = inner.upgrade() else {
+            return;
+        };
+        let names: Vec<String> = layer.lock().subscribers[shard]
+            .names
+            .iter()
+            .cloned()
+            .collect();
+        if !names.is_empty() {
+            if let Err(err) = sink.subscribe(&names).await {
+                outage.wait(&shard_name, &err).await;
+                continue;
+            }
+        }
+        outage.over(&shard_name);
+        if dropped {
+            layer.notify(layer.on_reconnect.as_ref());
+        }
+        drop(layer);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::Subscribe(name, done)) => {
+                        done.send(sink.subscribe(&name).await).ok();
+                    }
+                    Some(Command::Unsubscribe(name)) => {
+                        sink.unsubscribe(&name).await.ok();
+                    }
+                },
+                message = stream.next() => {
+                    let Some(layer) = inner.upgrade() else {
+                        return;
+                    };
+                    let Some(message) = message else {
+                        log::warn!(target: "channels_rs", "pub/sub connection to Redis at {shard_name} dropped: reconnecting");
+                        dropped = true;
+                        layer.notify(layer.on_disconnect.as_ref());
+                        break;
+                    };
+                    layer.route(message.get_channel_name(), message.get_payload_bytes());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[pyclass(frozen, module = "channels_rs._core")]
+pub struct PubSubCore {
+    inner: Arc<Inner>,
+}
+
+#[pymethods]
+impl PubSubCore {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        hosts: Vec<HostSpec>,
+        prefix: String,
+        serializer: &Bound<'_, Serializer>,
+        capacity: usize,
+        expiry: f64,
+        on_disconnect: Option<String>,
+        on_reconnect: Option<String>,
+    ) -> PyResult<Self> {
+        let shards = hosts.into_iter().map(shard).collect::<PyResult<Vec<_>>>()?;
+        let subscribers = shards.iter().map(|_| Subscriber::default()).collect();
+        let serializer = serializer.get().clone();
+        let expiry = Duration::from_secs_f64(expiry.max(0.0));
+        let inner = Inner {
+            prefix,
+            shards,
+            inbox: Arc::new(Inbox::new(capacity, expiry, serializer.clone())),
+            serializer,
+            state: Mutex::new(Subscriptions {
+                subscribers,
+                ..Subscriptions::default()
+            }),
+            on_disconnect,
+            on_reconnect,
+        };
+        Ok(PubSubCore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Makes `channel` one of this process's and subscribes to it.
+    fn subscribe<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let channel = names::channel(py, channel)?;
+        let inner = Arc::clone(&self.inner);
+        inner.lock().channels.insert(channel.clone());
+        spawn(py, async move { inner.subscribe(channel).await }, none)
+    }
+
+    fn publish<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &Bound<'py, PyAny>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        spawn(py, self.publish_work(py, channel, message, false)?, none)
+    }
+
+    fn publish_sync(
+        &self,
+        py: Python<'_>,
+        channel: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        block(py, self.publish_work(py, channel, message, false)?)
+    }
+
+    fn group_publish<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        spawn(py, self.publish_work(py, group, message, true)?, none)
+    }
+
+    fn group_publish_sync(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        block(py, self.publish_work(py, group, message, true)?)
+    }
+
+    /// A message, or a future of one. Subscribes to `channel` first if
+    /// this process is not yet. If awaiting the future fails, call `abandon`.
+    fn receive<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = names::channel(py, channel)?;
+        let inner = &self.inner;
+        if inner.lock().channels.insert(name.clone()) {
+            let subscriber = Arc::clone(inner);
+            let channel = name.clone();
+            runtime::spawn(async move {
+                if let Err(Failure::Redis { shard, err }) = subscriber.subscribe(channel).await {
+                    log::error!(target: "channels_rs", "subscribing on Redis at {shard} failed: {err}");
+                }
+            })?;
+        }
+        match inner.inbox.receive(py, &name)? {
+            Received::Ready(message) | Received::Waiting(message) => Ok(message),
+        }
+    }
+
+    /// After an await of a `receive` future failed: the consumer is gone,
+    /// as channels_redis assumes, so the channel is unsubscribed and what
+    /// was buffered for it dropped.
+    fn abandon(&self, channel: &str, future: &Bound<'_, PyAny>) {
+        let inner = &self.inner;
+        inner.inbox.unwait(channel, future);
+        let mut state = inner.lock();
+        if state.channels.remove(channel) {
+            inner.unsubscribe(&mut state, channel);
+        }
+        inner.inbox.forget(channel);
+    }
+
+    fn group_add<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+        channel: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let group = names::group(py, group)?;
+        let channel = names::channel(py, channel)?;
+        let inner = Arc::clone(&self.inner);
+        let name = inner.group_name(&group);
+        {
+            let mut state = inner.lock();
+            if !state.channels.contains(&channel) {
+                return Err(PyRuntimeError::new_err(format!(
+                    "You can only call group_add() on channels that exist in-process.\n\
+                     Consumers are encouraged to use the common pattern:\n   \
+                     self.channel_layer.group_add({group:?}, self.channel_name)"
+                )));
+            }
+            state
+                .groups
+                .entry(name.clone())
+                .or_default()
+                .insert(channel);
+        }
+        spawn(py, async move { inner.subscribe(name).await }, none)
+    }
+
+    fn group_discard(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+        channel: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let group = names::group(py, group)?;
+        let channel = names::channel(py, channel)?;
+        let inner = &self.inner;
+        let name = inner.group_name(&group);
+        let mut state = inner.lock();
+        let Some(members) = state.groups.get_mut(&name) else {
+            return Ok(());
+        };
+        if members.remove(&channel) && members.is_empty() {
+            state.groups.remove(&name);
+            inner.unsubscribe(&mut state, &name);
+        }
+        Ok(())
+    }
+
+    /// Forgets every channel and group of this process and unsubscribes.
+    fn flush(&self) {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let names: Vec<String> = state.channels.drain().collect();
+        let groups: Vec<String> = state.groups.drain().map(|(name, _)| name).collect();
+        for name in names.iter().chain(&groups) {
+            inner.unsubscribe(&mut state, name);
+            inner.inbox.forget(name);
+        }
+    }
+}
+
+impl PubSubCore {
+    fn publish_work(
+        &self,
+        py: Python<'_>,
+        target: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+        group: bool,
+    ) -> PyResult<Work<()>> {
+        let message = errors::require_dict(message)?;
+        let name = if group {
+            self.inner.group_name(&names::group(py, target)?)
+        } else {
+            names::channel(py, target)?
+        };
+        let body = self.inner.serializer.encode(message, None)?;
+        let inner = Arc::clone(&self.inner);
+        Ok(Box::pin(async move { inner.publish(name, body).await }))
+    }
+}
