@@ -234,6 +234,28 @@ def redis_rows(url, quick):
     yield ("g) group_send_sync vs f", direct, rates[1], rates[2])
 
 
+def pubsub_rows(url, quick):
+    """(scenario, channels_rs pubsub, channels_redis pubsub)."""
+    scale = 5 if quick else 1
+    from channels_redis.pubsub import RedisPubSubChannelLayer as UpstreamPubSub
+
+    layers = [
+        (channels_rs.RedisPubSubChannelLayer, {"hosts": [url], "capacity": 100_000}),
+        (UpstreamPubSub, {"hosts": [url]}),
+    ]
+
+    def run(scenario, *args, runs=3):
+        wrapped = lambda layer, *a: flushed(layer, scenario, *a)  # noqa: E731
+        return [
+            best_of(runs, wrapped, lambda c=cls, k=config: c(**k), *args)
+            for cls, config in layers
+        ]
+
+    yield ("round trip, new_channel()", *run(round_trip, 2000 // scale, True))
+    yield ("100 pairs, new_channel()", *run(concurrent_pairs, PAIRS, 20 // scale, True))
+    yield ("group_send to 100 waiting", *run(fan_out, FAN_OUT_MEMBERS, 50 // scale))
+
+
 def sync_direct(layer, calls):
     """channels_rs's group_send_sync: plain sync code, no event loop."""
     async_to_sync(join_sync_group)(layer)
@@ -289,6 +311,11 @@ def main():
                 "ratio to channels_redis core)",
                 redis_rows(server.url, options.quick),
                 ["channels_redis", "its pubsub"],
+            )
+            print_table(
+                "RedisPubSubChannelLayer (messages/s, median of 3)",
+                pubsub_rows(server.url, options.quick),
+                ["channels_redis"],
             )
         finally:
             server.stop()
