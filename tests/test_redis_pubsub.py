@@ -244,3 +244,20 @@ async def test_sync_methods_publish_without_an_event_loop(redis):
     assert await receive(layer, channel) == {"type": "direct"}
     assert await receive(layer, channel) == {"type": "grouped"}
     await layer.flush()
+
+
+async def test_through_sentinel(redis):
+    watcher = RedisServer(monitor=redis)
+    try:
+        hosts = [
+            {"sentinels": [("127.0.0.1", watcher.port)], "master_name": "mymaster"}
+        ]
+        layer = RedisPubSubChannelLayer(hosts=hosts)
+        channel = await layer.new_channel()
+        await subscribed(redis, channel)
+        await layer.group_add("watched", channel)
+        await layer.group_send("watched", {"type": "via.sentinel"})
+        assert await receive(layer, channel) == {"type": "via.sentinel"}
+        await layer.flush()
+    finally:
+        watcher.stop()
