@@ -101,7 +101,7 @@ class RedisPubSubChannelLayer(CoreLayer):
 
     async def flush(self):
         """Forget this process's channels and groups, and unsubscribe."""
-        self._core.flush()
+        await self._core.flush()
 
     async def close_pools(self):
         """Nothing to close per event loop: connections belong to the layer."""

@@ -33,7 +33,8 @@ use crate::{errors, names, runtime};
 
 enum Command {
     Subscribe(String, oneshot::Sender<Result<(), RedisError>>),
-    Unsubscribe(String),
+    /// Told once Redis confirmed, if anyone waits.
+    Unsubscribe(String, Option<oneshot::Sender<()>>),
 }
 
 /// One shard's subscriber task, as this process knows it.
@@ -123,12 +124,23 @@ impl Inner {
         Err(self.shards[shard].failed(failed))
     }
 
-    fn unsubscribe(self: &Arc<Self>, state: &mut Subscriptions, name: &str) {
+    /// Unsubscribes from `name`; the receiver, if any, hears when Redis
+    /// has confirmed.
+    fn unsubscribe(
+        self: &Arc<Self>,
+        state: &mut Subscriptions,
+        name: &str,
+    ) -> Option<oneshot::Receiver<()>> {
         let shard = self.shard_of(name);
-        if state.subscribers[shard].names.remove(name) {
-            let commands = self.commands(state, shard);
-            commands.send(Command::Unsubscribe(name.to_owned())).ok();
+        if !state.subscribers[shard].names.remove(name) {
+            return None;
         }
+        let (done, confirmed) = oneshot::channel();
+        let commands = self.commands(state, shard);
+        commands
+            .send(Command::Unsubscribe(name.to_owned(), Some(done)))
+            .ok();
+        Some(confirmed)
     }
 
     /// Hands a published message to this process's receivers of `name`.
@@ -233,8 +245,11 @@ async fn listen(inner: Weak<Inner>, shard: usize, mut commands: mpsc::UnboundedR
                     Some(Command::Subscribe(name, done)) => {
                         done.send(sink.subscribe(&name).await).ok();
                     }
-                    Some(Command::Unsubscribe(name)) => {
+                    Some(Command::Unsubscribe(name, done)) => {
                         sink.unsubscribe(&name).await.ok();
+                        if let Some(done) = done {
+                            done.send(()).ok();
+                        }
                     }
                 },
                 message = stream.next() => {
@@ -373,6 +388,7 @@ impl PubSubCore {
         inner.inbox.unwait(channel, future);
         let mut state = inner.lock();
         if state.channels.remove(channel) {
+            // Nobody waits for the confirmation: a receive is being cancelled.
             inner.unsubscribe(&mut state, channel);
         }
         inner.inbox.forget(channel);
@@ -427,16 +443,28 @@ impl PubSubCore {
         Ok(())
     }
 
-    /// Forgets every channel and group of this process and unsubscribes.
-    fn flush(&self) {
+    /// Forgets every channel and group of this process and unsubscribes;
+    /// the future completes once Redis confirmed.
+    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let inner = &self.inner;
-        let mut state = inner.lock();
-        let names: Vec<String> = state.channels.drain().collect();
-        let groups: Vec<String> = state.groups.drain().map(|(name, _)| name).collect();
-        for name in names.iter().chain(&groups) {
-            inner.unsubscribe(&mut state, name);
-            inner.inbox.forget(name);
+        let mut confirmations = Vec::new();
+        {
+            let mut state = inner.lock();
+            let names: Vec<String> = state.channels.drain().collect();
+            let groups: Vec<String> = state.groups.drain().map(|(name, _)| name).collect();
+            for name in names.iter().chain(&groups) {
+                confirmations.extend(inner.unsubscribe(&mut state, name));
+                inner.inbox.forget(name);
+            }
         }
+        let all = async move {
+            for confirmed in confirmations {
+                // A listener that stopped has no subscriptions left either.
+                confirmed.await.ok();
+            }
+            Ok(())
+        };
+        spawn(py, all, none)
     }
 }
 
