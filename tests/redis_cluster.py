@@ -1,0 +1,91 @@
+"""A Redis Cluster made for a test: 3 masters and 3 replicas on free
+loopback ports, put together with CLUSTER commands (no redis-cli needed)."""
+
+import time
+
+from redis_server import RedisServer, command, free_port
+
+SLOTS = 16384
+CLUSTER_OPTIONS = (
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "2000",
+)
+
+
+def wait_for(check, what, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def reply_text(reply):
+    """The text of a bulk-string reply."""
+    header, rest = reply.split(b"\r\n", 1)
+    return rest[: int(header[1:])].decode()
+
+
+class RedisCluster:
+    def __init__(self, masters=3, replicas_per_master=1):
+        count = masters * (1 + replicas_per_master)
+        # The bus port defaults to port + 10000, past 65535 for high ports.
+        self.bus_ports = [free_port() for _ in range(count)]
+        self.servers = [
+            RedisServer(*CLUSTER_OPTIONS, "--cluster-port", str(bus))
+            for bus in self.bus_ports
+        ]
+        try:
+            self._assemble(masters, replicas_per_master)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _assemble(self, masters, replicas_per_master):
+        self.masters = self.servers[:masters]
+        self.replicas = self.servers[masters:]
+        for at, master in enumerate(self.masters):
+            first = at * SLOTS // masters
+            last = (at + 1) * SLOTS // masters - 1
+            command(master.port, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        for server, bus in zip(self.servers[1:], self.bus_ports[1:], strict=True):
+            first = self.servers[0].port
+            command(first, "CLUSTER", "MEET", "127.0.0.1", server.port, bus)
+        wait_for(
+            lambda: all(
+                self.nodes(server).count("connected") == len(self.servers)
+                for server in self.servers
+            ),
+            "every node to know every other",
+        )
+        ids = [reply_text(command(m.port, "CLUSTER", "MYID")) for m in self.masters]
+        for at, replica in enumerate(self.replicas):
+            reply = command(replica.port, "CLUSTER", "REPLICATE", ids[at % masters])
+            assert reply == b"+OK\r\n", reply
+        wait_for(self.healthy, "the cluster to be ok with its replicas in sync")
+
+    @staticmethod
+    def nodes(server):
+        return reply_text(command(server.port, "CLUSTER", "NODES"))
+
+    def healthy(self):
+        for server in self.servers:
+            info = command(server.port, "CLUSTER", "INFO")
+            if b"cluster_state:ok" not in info:
+                return False
+        return all(
+            b"master_link_status:up" in command(r.port, "INFO", "replication")
+            for r in self.replicas
+        )
+
+    @property
+    def urls(self):
+        return [server.url for server in self.masters]
+
+    def stop(self):
+        for server in self.servers:
+            server.stop()
