@@ -35,6 +35,13 @@ def _host_spec(entry):
         "certfile": entry.get("ssl_certfile"),
         "keyfile": entry.get("ssl_keyfile"),
     }
+    if "cluster" in entry:
+        # Startup nodes of a Redis Cluster; the rest is discovered.
+        nodes = list(entry["cluster"])
+        spec["cluster"] = nodes
+        spec["url"] = nodes[0]
+        spec["name"] = "cluster " + ", ".join(_printable(url) for url in nodes)
+        return spec
     if "sentinels" in entry:
         auth = _auth(entry.get("sentinel_kwargs") or {})
         spec["sentinels"] = [

@@ -8,11 +8,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::{MultiplexedConnection, PubSub};
+use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError, RedisResult,
     ServerErrorKind,
 };
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::sentinel::Watched;
 use super::Failure;
@@ -21,11 +24,56 @@ use super::Failure;
 pub enum Source {
     Direct(Box<Client>),
     Sentinel(Arc<Watched>),
+    /// A Redis Cluster: its connections route each command by key slot and
+    /// follow MOVED/ASK redirections and topology changes by themselves.
+    Cluster {
+        shared: Box<ClusterClient>,
+        blocking: Box<ClusterClient>,
+    },
+}
+
+/// A connection to one server, or to a whole cluster.
+#[derive(Clone)]
+pub enum Connection {
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Server(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Server(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Server(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
 }
 
 /// A connection of its own for a blocking pop; give it back with `release`.
 pub struct Blocking {
-    pub connection: MultiplexedConnection,
+    pub connection: Connection,
     generation: u64,
 }
 
@@ -40,7 +88,7 @@ pub struct Timeouts {
 struct PerProcess {
     pid: u32,
     /// With the generation of the master each was made to (see `sentinel`).
-    shared: Option<(u64, MultiplexedConnection)>,
+    shared: Option<(u64, Connection)>,
     idle_blocking: Vec<Blocking>,
 }
 
@@ -84,10 +132,7 @@ impl Shard {
 
     /// A new connection, trying again while the server refuses or cannot be
     /// reached (a restart, a failover) until the connect timeout has passed.
-    async fn connect(
-        &self,
-        response_timeout: Option<Duration>,
-    ) -> RedisResult<(u64, MultiplexedConnection)> {
+    async fn connect(&self, response_timeout: Option<Duration>) -> RedisResult<(u64, Connection)> {
         let deadline = Instant::now() + self.timeouts.connect;
         let mut pause = Duration::from_millis(25);
         loop {
@@ -109,7 +154,17 @@ impl Shard {
     async fn connect_once(
         &self,
         response_timeout: Option<Duration>,
-    ) -> RedisResult<(u64, MultiplexedConnection)> {
+    ) -> RedisResult<(u64, Connection)> {
+        if let Source::Cluster { shared, blocking } = &self.source {
+            // Timeouts were set when the cluster clients were built.
+            let client = if response_timeout.is_some() {
+                shared
+            } else {
+                blocking
+            };
+            let connection = client.get_async_connection().await?;
+            return Ok((0, Connection::Cluster(connection)));
+        }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeouts.connect))
             .set_response_timeout(response_timeout);
@@ -117,7 +172,7 @@ impl Shard {
         let connection = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        Ok((generation, connection))
+        Ok((generation, Connection::Server(connection)))
     }
 
     /// A client for the server (the current master, with Sentinel), and
@@ -126,6 +181,10 @@ impl Shard {
         match &self.source {
             Source::Direct(client) => Ok((Client::clone(client), 0)),
             Source::Sentinel(watched) => watched.master(self.timeouts.connect).await,
+            Source::Cluster { .. } => Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "the pub/sub layer does not run on Redis Cluster yet",
+            ))),
         }
     }
 
@@ -140,7 +199,7 @@ impl Shard {
     /// The generation of the master connections must be made to now.
     fn generation(&self) -> u64 {
         match &self.source {
-            Source::Direct(_) => 0,
+            Source::Direct(_) | Source::Cluster { .. } => 0,
             Source::Sentinel(watched) => watched.generation(),
         }
     }
@@ -149,13 +208,13 @@ impl Shard {
     /// a pop blocked on the old master gives up then.
     pub async fn moved(&self) {
         match &self.source {
-            Source::Direct(_) => std::future::pending().await,
+            Source::Direct(_) | Source::Cluster { .. } => std::future::pending().await,
             Source::Sentinel(watched) => watched.moved().await,
         }
     }
 
     /// The shared connection for non-blocking commands.
-    pub async fn shared(&self) -> RedisResult<MultiplexedConnection> {
+    pub async fn shared(&self) -> RedisResult<Connection> {
         let current = self.generation();
         let kept = self.with_state(|state| match &state.shared {
             Some((generation, connection)) if *generation == current => Some(connection.clone()),
@@ -280,14 +339,14 @@ pub fn unreachable(err: &RedisError) -> bool {
 pub trait Request {
     fn send<T: FromRedisValue + Send>(
         &self,
-        connection: &mut MultiplexedConnection,
+        connection: &mut Connection,
     ) -> impl std::future::Future<Output = RedisResult<T>> + Send;
 }
 
 impl Request for redis::Cmd {
     fn send<T: FromRedisValue + Send>(
         &self,
-        connection: &mut MultiplexedConnection,
+        connection: &mut Connection,
     ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
         self.query_async(connection)
     }
@@ -296,7 +355,7 @@ impl Request for redis::Cmd {
 impl Request for redis::ScriptInvocation<'_> {
     fn send<T: FromRedisValue + Send>(
         &self,
-        connection: &mut MultiplexedConnection,
+        connection: &mut Connection,
     ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
         self.invoke_async(connection)
     }
@@ -305,7 +364,7 @@ impl Request for redis::ScriptInvocation<'_> {
 impl Request for redis::Pipeline {
     fn send<T: FromRedisValue + Send>(
         &self,
-        connection: &mut MultiplexedConnection,
+        connection: &mut Connection,
     ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
         self.query_async(connection)
     }
@@ -315,4 +374,12 @@ impl Request for redis::Pipeline {
 /// server that is now a replica.
 pub fn stale(err: &RedisError) -> bool {
     err.is_connection_dropped() || err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
+impl Shard {
+    /// Whether this shard is a Redis Cluster: keys of one command must then
+    /// share a slot, so work that touches several keys is split up.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.source, Source::Cluster { .. })
+    }
 }

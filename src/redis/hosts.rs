@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use redis::cluster::ClusterClient;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Client, IntoConnectionInfo, RedisError};
 
@@ -24,6 +25,9 @@ pub struct HostSpec {
     sentinels: Vec<String>,
     #[pyo3(item, default)]
     master_name: Option<String>,
+    /// Startup nodes of a Redis Cluster; `url` is then the first of them.
+    #[pyo3(item, default)]
+    cluster: Vec<String>,
     #[pyo3(item, default)]
     connect_timeout: Option<f64>,
     #[pyo3(item, default)]
@@ -77,6 +81,26 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
     let nodelay = redis::io::tcp::TcpSettings::default().set_nodelay(true);
     let info = spec.url.as_str().into_connection_info().map_err(bad)?;
     let certificates = tls_certificates(&spec)?;
+    let timeouts = timeouts(&spec)?;
+    if !spec.cluster.is_empty() {
+        let cluster = |reply: Option<Duration>| {
+            let mut builder = ClusterClient::builder(spec.cluster.iter().map(String::as_str))
+                .connection_timeout(timeouts.connect);
+            if let Some(reply) = reply {
+                builder = builder.response_timeout(reply);
+            }
+            if spec.cluster.iter().any(|url| url.starts_with("rediss:")) {
+                builder = builder.certs(certificates.clone());
+            }
+            builder.build().map_err(bad)
+        };
+        // Blocking pops wait on a client of their own, without a reply timeout.
+        let source = Source::Cluster {
+            shared: Box::new(cluster(Some(timeouts.reply))?),
+            blocking: Box::new(cluster(None)?),
+        };
+        return Ok(Shard::new(source, timeouts, spec.name));
+    }
     let source = match spec.master_name {
         None => {
             let info = info.set_tcp_settings(nodelay);
@@ -99,6 +123,10 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
             Source::Sentinel(Watched::new(client, spec.name.clone()))
         }
     };
+    Ok(Shard::new(source, timeouts, spec.name))
+}
+
+fn timeouts(spec: &HostSpec) -> PyResult<Timeouts> {
     let seconds = |what: &str, value: Option<f64>| {
         let value = value.unwrap_or(DEFAULT_TIMEOUT);
         Duration::try_from_secs_f64(value).map_err(|_| {
@@ -107,9 +135,8 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
             ))
         })
     };
-    let timeouts = Timeouts {
+    Ok(Timeouts {
         connect: seconds("socket_connect_timeout", spec.connect_timeout)?,
         reply: seconds("socket_timeout", spec.timeout)?,
-    };
-    Ok(Shard::new(source, timeouts, spec.name))
+    })
 }

@@ -186,11 +186,22 @@ impl Inner {
         shard: usize,
         key: &str,
     ) -> Result<Option<(Vec<u8>, f64, bool)>, Failure> {
-        let mut invocation = scripts::POP.prepare_invoke();
-        invocation.key(key).key(format!("{key}$inflight")).arg(1);
-        let popped: Vec<(Vec<u8>, f64)> = self.shards[shard].run(&invocation).await?;
-        if let Some((member, score)) = popped.into_iter().next() {
-            return Ok(Some((member, score, true)));
+        let source = &self.shards[shard];
+        if source.is_cluster() {
+            // The backup key lives in another slot: no script can write both.
+            let mut command = redis::cmd("ZPOPMIN");
+            command.arg(key);
+            let popped: Vec<(Vec<u8>, f64)> = source.run(&command).await?;
+            if let Some((member, score)) = popped.into_iter().next() {
+                return Ok(Some((member, score, false)));
+            }
+        } else {
+            let mut invocation = scripts::POP.prepare_invoke();
+            invocation.key(key).key(format!("{key}$inflight")).arg(1);
+            let popped: Vec<(Vec<u8>, f64)> = source.run(&invocation).await?;
+            if let Some((member, score)) = popped.into_iter().next() {
+                return Ok(Some((member, score, true)));
+            }
         }
         let mut command = redis::cmd("BZPOPMIN");
         command.arg(key).arg(self.block_seconds);
@@ -338,7 +349,8 @@ impl Inner {
         members: Option<Vec<(String, i64)>>,
         default_capacity: i64,
     ) -> Result<(), Failure> {
-        if members.is_none() && self.shards.len() == 1 && self.serializer.is_plain_msgpack() {
+        let one_server = self.shards.len() == 1 && !self.shards[0].is_cluster();
+        if members.is_none() && one_server && self.serializer.is_plain_msgpack() {
             return self.group_send_all(&group, body, default_capacity).await;
         }
         let members = match members {
@@ -365,23 +377,38 @@ impl Inner {
             }
         }
         let mut full = 0;
+        // One script per shard; on a cluster one per key (keys of a script
+        // must share a slot), all sent at once, so each node gets its share
+        // pipelined on its connection.
+        let mut batches: Vec<(usize, Vec<_>)> = Vec::new();
         for shard in 0..self.shards.len() {
             let on_shard: Vec<_> = by_key.iter().filter(|(_, s, ..)| *s == shard).collect();
-            if on_shard.is_empty() {
-                continue;
+            if self.shards[shard].is_cluster() {
+                batches.extend(on_shard.into_iter().map(|entry| (shard, vec![entry])));
+            } else if !on_shard.is_empty() {
+                batches.push((shard, on_shard));
             }
+        }
+        let now = unix_now();
+        let mut invocations = Vec::with_capacity(batches.len());
+        for (shard, batch) in &batches {
             let mut invocation = scripts::GROUP_SEND.prepare_invoke();
-            for (key, ..) in &on_shard {
+            for (key, ..) in batch {
                 invocation.key(key);
             }
-            for (_, _, names, _) in &on_shard {
+            for (_, _, names, _) in batch {
                 invocation.arg(self.serializer.seal(&body, names).map_err(Failure::Data)?);
             }
-            for (.., capacity) in &on_shard {
+            for (.., capacity) in batch {
                 invocation.arg(*capacity);
             }
-            invocation.arg(unix_now()).arg(self.expiry);
-            let over: i64 = self.shards[shard].run(&invocation).await?;
+            invocation.arg(now).arg(self.expiry);
+            invocations.push((*shard, invocation));
+        }
+        let sent = invocations
+            .iter()
+            .map(|(shard, invocation)| self.shards[*shard].run::<i64>(invocation));
+        for over in futures_util::future::try_join_all(sent).await? {
             full += over;
         }
         log_full(full, members.len() as i64, &group);
