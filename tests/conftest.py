@@ -2,6 +2,7 @@ import channels.layers
 import pytest
 
 import channels_rs
+from redis_cluster import RedisCluster
 from redis_server import RedisServer
 
 IN_MEMORY_LAYERS = {
@@ -37,3 +38,11 @@ def redis():
     server = RedisServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """One real Redis Cluster (3 masters, 3 replicas) for the session."""
+    cluster = RedisCluster()
+    yield cluster
+    cluster.stop()

@@ -1,5 +1,6 @@
 """The test project's consumers and view, through the layer CHANNEL_LAYERS
-names: the in-memory default of settings.py, Redis, and Redis pub/sub."""
+names: the in-memory default of settings.py, Redis, Redis pub/sub, and
+Redis on a cluster."""
 
 import time
 
@@ -30,12 +31,30 @@ def pubsub_group_gone(redis):
     return False
 
 
-@pytest.fixture(params=["memory", "redis", "pubsub"])
+@pytest.fixture(params=["memory", "redis", "pubsub", "cluster"])
 def backend(request):
     """Runs the test with CHANNEL_LAYERS switched to each of our layers."""
     if request.param == "memory":
         layer = get_channel_layer()
         yield lambda: layer.groups == {} and len(layer.channels) == 0
+        return
+    if request.param == "cluster":
+        masters = request.getfixturevalue("cluster").masters
+        settings = {
+            "default": {
+                "BACKEND": "channels_rs.RedisChannelLayer",
+                "CONFIG": {
+                    "hosts": [{"cluster": [m.url for m in masters]}],
+                    "prefix": "testproject",
+                },
+            }
+        }
+        with override_settings(CHANNEL_LAYERS=settings):
+            # The group key lives on one master; the others answer MOVED.
+            key = "testproject:group:broadcast"
+            yield lambda: all(
+                command(m.port, "EXISTS", key) != b":1\r\n" for m in masters
+            )
         return
     redis = request.getfixturevalue("redis")
     layer_class = {

@@ -1,5 +1,5 @@
 """What every channels-rs layer does alike, run on each of them: the
-in-memory layer, Redis, and Redis pub/sub."""
+in-memory layer, Redis, Redis pub/sub, and Redis on a cluster."""
 
 import asyncio
 
@@ -13,10 +13,13 @@ from channels_rs import (
 )
 
 
-@pytest.fixture(params=["memory", "redis", "pubsub"])
+@pytest.fixture(params=["memory", "redis", "pubsub", "cluster"])
 async def layer(request):
     if request.param == "memory":
         layer = InMemoryChannelLayer()
+    elif request.param == "cluster":
+        urls = request.getfixturevalue("cluster").urls
+        layer = RedisChannelLayer(hosts=[{"cluster": urls}], prefix="behaviour")
     else:
         url = request.getfixturevalue("redis").url
         kind = (

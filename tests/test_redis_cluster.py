@@ -7,14 +7,7 @@ import asyncio
 import pytest
 
 from channels_rs import RedisChannelLayer
-from redis_cluster import RedisCluster
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    cluster = RedisCluster()
-    yield cluster
-    cluster.stop()
+from redis_server import command
 
 
 @pytest.fixture
@@ -48,3 +41,16 @@ async def test_process_local_channels_and_groups(layer):
         assert await receive(layer, channel) == {"type": "everyone"}
     await layer.send(channels[0], {"type": "direct"})
     assert await receive(layer, channels[0]) == {"type": "direct"}
+
+
+async def test_flush_empties_every_master_of_our_keys_only(layer, cluster):
+    other = RedisChannelLayer(hosts=[{"cluster": cluster.urls}], prefix="other")
+    await other.send("kept", {"type": "kept"})
+    for n in range(30):
+        await layer.send(f"cluster-flushed-{n}", {"type": "m"})
+        await layer.group_add(f"cluster-flushed-group-{n}", f"cluster-flushed-{n}")
+    await layer.flush()
+    for master in cluster.masters:
+        assert command(master.port, "KEYS", "asgi*") == b"*0\r\n"
+    assert await receive(other, "kept") == {"type": "kept"}
+    await other.flush()

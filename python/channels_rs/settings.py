@@ -4,10 +4,17 @@ hand: Redis when a URL is set, the in-memory layer otherwise."""
 import os
 
 
+def _listed(environ, variable):
+    """The comma-separated, non-empty entries of `variable`."""
+    entries = [entry.strip() for entry in environ.get(variable, "").split(",")]
+    return [entry for entry in entries if entry]
+
+
 def layers_from_env(
     environ=None,
     *,
     url_variable="REDIS_URL",
+    cluster_variable="REDIS_CLUSTER_URL",
     keys_variable="CHANNEL_LAYERS_ENCRYPTION_KEYS",
     **config,
 ):
@@ -17,21 +24,22 @@ def layers_from_env(
         CHANNEL_LAYERS = layers_from_env()
 
     ``REDIS_URL`` set: ``channels_rs.RedisChannelLayer`` on it (several URLs
-    separated by commas shard over those servers). Unset or empty:
+    separated by commas shard over those servers). ``REDIS_CLUSTER_URL``
+    set instead (it wins if both are): the same layer on the Redis Cluster
+    reached through those startup nodes (comma-separated). Neither:
     ``channels_rs.InMemoryChannelLayer``. ``CHANNEL_LAYERS_ENCRYPTION_KEYS``,
     if set, is a comma-separated list of keys for Redis (the first encrypts,
     all decrypt); the in-memory layer ignores it, as its messages never leave
     the process. Other keyword arguments go into CONFIG as they are.
     """
     environ = os.environ if environ is None else environ
-    urls = [url.strip() for url in environ.get(url_variable, "").split(",")]
-    urls = [url for url in urls if url]
-    if not urls:
+    nodes = _listed(environ, cluster_variable)
+    hosts = [{"cluster": nodes}] if nodes else _listed(environ, url_variable)
+    if not hosts:
         layer = {"BACKEND": "channels_rs.InMemoryChannelLayer"}
         return {"default": {**layer, "CONFIG": config} if config else layer}
-    config = {"hosts": urls, **config}
-    keys = [key.strip() for key in environ.get(keys_variable, "").split(",")]
-    keys = [key for key in keys if key]
+    config = {"hosts": hosts, **config}
+    keys = _listed(environ, keys_variable)
     if keys:
         config["symmetric_encryption_keys"] = keys
     return {"default": {"BACKEND": "channels_rs.RedisChannelLayer", "CONFIG": config}}

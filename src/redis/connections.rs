@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError, RedisResult,
     ServerErrorKind,
@@ -381,5 +382,75 @@ impl Shard {
     /// share a slot, so work that touches several keys is split up.
     pub fn is_cluster(&self) -> bool {
         matches!(self.source, Source::Cluster { .. })
+    }
+
+    /// Every key matching `pattern` (SCAN), on the server or on every
+    /// master of a cluster.
+    pub async fn keys_matching(&self, pattern: &str) -> Result<Vec<Vec<u8>>, Failure> {
+        let connection = self.shared().await.map_err(|err| self.failed(err))?;
+        let Connection::Cluster(mut cluster) = connection else {
+            return self.scan(pattern, None).await;
+        };
+        let slots: Vec<Vec<Value>> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut cluster)
+            .await
+            .map_err(|err| self.failed(err))?;
+        // Each entry: first slot, last slot, then the master: [host, port, ...].
+        let mut masters: Vec<(String, u16)> = slots
+            .into_iter()
+            .filter_map(|entry| entry.into_iter().nth(2))
+            .filter_map(|master| redis::from_redis_value::<Vec<Value>>(master).ok())
+            .filter_map(|master| {
+                let mut fields = master.into_iter();
+                let host = redis::from_redis_value::<String>(fields.next()?).ok()?;
+                let port = redis::from_redis_value::<u16>(fields.next()?).ok()?;
+                Some((host, port))
+            })
+            .collect();
+        masters.sort();
+        masters.dedup();
+        let mut keys = Vec::new();
+        for (host, port) in masters {
+            keys.extend(self.scan(pattern, Some((&mut cluster, host, port))).await?);
+        }
+        Ok(keys)
+    }
+
+    async fn scan(
+        &self,
+        pattern: &str,
+        mut node: Option<(&mut ClusterConnection, String, u16)>,
+    ) -> Result<Vec<Vec<u8>>, Failure> {
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, found): (u64, Vec<Vec<u8>>) = match &mut node {
+                None => self.run(&scan).await?,
+                Some((cluster, host, port)) => {
+                    let address = SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port: *port,
+                    };
+                    let reply = cluster
+                        .route_command(scan, RoutingInfo::SingleNode(address))
+                        .await
+                        .map_err(|err| self.failed(err))?;
+                    redis::from_redis_value(reply)
+                        .map_err(|err| self.failed(RedisError::from(err)))?
+                }
+            };
+            keys.extend(found);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
     }
 }

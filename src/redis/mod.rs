@@ -440,23 +440,11 @@ impl Inner {
 
     async fn flush(&self) -> Result<(), Failure> {
         let pattern = format!("{}*", glob_escape(&self.prefix));
-        for shard in 0..self.shards.len() {
-            let mut cursor: u64 = 0;
-            loop {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000);
-                let (next, keys): (u64, Vec<Vec<u8>>) = self.shards[shard].run(&scan).await?;
-                if !keys.is_empty() {
-                    let _: i64 = self.shards[shard].run(redis::cmd("DEL").arg(keys)).await?;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+        for shard in &self.shards {
+            let keys = shard.keys_matching(&pattern).await?;
+            // A cluster splits a DEL of many keys by slot itself.
+            for some in keys.chunks(1000) {
+                let _: i64 = shard.run(redis::cmd("DEL").arg(some)).await?;
             }
         }
         Ok(())
