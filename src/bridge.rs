@@ -9,13 +9,17 @@
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyWeakrefReference;
+
+use crate::runtime;
 
 /// Makes the Python result of an operation, on the loop thread.
 pub type Outcome = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
@@ -33,6 +37,9 @@ pub struct Completion {
 pub struct Queue {
     signal: OwnedFd,
     done: Mutex<Vec<Completion>>,
+    /// Counts drains, so the watchdog sees a loop that stopped draining.
+    drains: AtomicU64,
+    event_loop: Py<PyWeakrefReference>,
 }
 
 impl Queue {
@@ -63,6 +70,7 @@ impl Bridge {
         let mut count = [0u8; 8];
         // SAFETY: reads 8 bytes into a live buffer from an eventfd we own.
         unsafe { libc::read(self.queue.signal.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        self.queue.drains.fetch_add(1, Ordering::Relaxed);
         // Anything pushed after this take writes the fd again: nothing is missed.
         let done = std::mem::take(&mut *self.queue.done.lock().unwrap_or_else(|p| p.into_inner()));
         for completion in done {
@@ -167,7 +175,10 @@ fn registered(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Que
     let queue = Arc::new(Queue {
         signal,
         done: Mutex::new(Vec::new()),
+        drains: AtomicU64::new(0),
+        event_loop: PyWeakrefReference::new(event_loop)?.unbind(),
     });
+    watch(&queue)?;
     let bridge = Bound::new(
         py,
         Bridge {
@@ -180,4 +191,94 @@ fn registered(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Que
     )?;
     bridges.set_item(event_loop, &bridge)?;
     Ok(queue)
+}
+
+/// The queues this process's watchdog looks after, each with its drain
+/// count at the last look.
+struct Watched {
+    pid: u32,
+    queues: Vec<(Weak<Queue>, u64)>,
+}
+
+static WATCHED: Mutex<Watched> = Mutex::new(Watched {
+    pid: 0,
+    queues: Vec::new(),
+});
+
+/// How often the watchdog looks for loops that closed with results pending.
+const WATCH_PERIOD: Duration = Duration::from_secs(1);
+
+/// Adds `queue` to those this process's watchdog looks after, starting it
+/// on first use.
+fn watch(queue: &Arc<Queue>) -> PyResult<()> {
+    let mut watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    if watched.pid != pid {
+        *watched = Watched {
+            pid,
+            queues: Vec::new(),
+        };
+        runtime::spawn(watchdog())?;
+    }
+    watched.queues.push((Arc::downgrade(queue), 0));
+    Ok(())
+}
+
+/// A loop that closed while results were on their way to it never drains
+/// them: a message a blocking pop took would be lost there. Once a second,
+/// queues that hold results and did not drain since the last look are
+/// checked; those of a closed (or collected) loop are settled here, which
+/// gives each message back to where it came from.
+async fn watchdog() {
+    loop {
+        tokio::time::sleep(WATCH_PERIOD).await;
+        let stalled: Vec<Arc<Queue>> = {
+            let mut watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
+            watched.queues.retain(|(queue, _)| queue.strong_count() > 0);
+            watched
+                .queues
+                .iter_mut()
+                .filter_map(|(queue, seen)| {
+                    let queue = queue.upgrade()?;
+                    let drains = queue.drains.load(Ordering::Relaxed);
+                    let idle = drains == std::mem::replace(seen, drains);
+                    let pending = !queue
+                        .done
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_empty();
+                    (idle && pending).then_some(queue)
+                })
+                .collect()
+        };
+        if stalled.is_empty() {
+            continue;
+        }
+        Python::try_attach(|py| {
+            for queue in stalled {
+                rescue(py, &queue);
+            }
+        });
+    }
+}
+
+/// Settles what waits in the queue of a loop that is gone, as if every
+/// receiver had been cancelled.
+fn rescue(py: Python<'_>, queue: &Queue) {
+    let closed = match queue.event_loop.bind(py).upgrade() {
+        None => true,
+        Some(event_loop) => event_loop
+            .call_method0(intern!(py, "is_closed"))
+            .and_then(|closed| closed.is_truthy())
+            .unwrap_or(true),
+    };
+    if !closed {
+        return;
+    }
+    let done = std::mem::take(&mut *queue.done.lock().unwrap_or_else(|p| p.into_inner()));
+    for completion in done {
+        if let (Ok(value), Some(settle)) = ((completion.outcome)(py), completion.settle) {
+            settle(py, Some(value));
+        }
+    }
 }

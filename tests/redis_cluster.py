@@ -1,6 +1,7 @@
 """A Redis Cluster made for a test: 3 masters and 3 replicas on free
 loopback ports, put together with CLUSTER commands (no redis-cli needed)."""
 
+import re
 import time
 
 from redis_server import RedisServer, command, free_port
@@ -82,6 +83,14 @@ class RedisCluster:
             for r in self.replicas
         )
 
+    def current_masters(self):
+        """The servers that are masters now (failovers change which)."""
+        return [
+            server
+            for server in self.servers
+            if b"role:master" in command(server.port, "INFO", "replication")
+        ]
+
     @property
     def urls(self):
         return [server.url for server in self.masters]
@@ -89,3 +98,43 @@ class RedisCluster:
     def stop(self):
         for server in self.servers:
             server.stop()
+
+
+def keys_in(reply):
+    """The bulk strings of an array reply."""
+    return re.findall(rb"\$\d+\r\n([^\r]*)\r\n", reply)
+
+
+def migrate_slot_of(cluster, key):
+    """Moves the slot holding `key` to another master, keys and all, the way
+    redis-cli --cluster reshard does (IMPORTING/MIGRATING, MIGRATE, NODE)."""
+    any_server = cluster.servers[0]
+    slot = int(command(any_server.port, "CLUSTER", "KEYSLOT", key)[1:-2])
+    masters = []
+    for line in cluster.nodes(any_server).splitlines():
+        fields = line.split()
+        if "master" not in fields[2]:
+            continue
+        port = int(fields[1].split("@")[0].split(":")[1])
+        server = next(s for s in cluster.servers if s.port == port)
+        owns = any(
+            int(r.split("-")[0]) <= slot <= int(r.split("-")[-1])
+            for r in fields[8:]
+            if not r.startswith("[")
+        )
+        masters.append((owns, fields[0], server))
+    (_, source_id, source), *_ = [m for m in masters if m[0]]
+    (_, target_id, target), *_ = [m for m in masters if not m[0]]
+    command(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    command(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    while True:
+        keys = keys_in(command(source.port, "CLUSTER", "GETKEYSINSLOT", slot, 100))
+        if not keys:
+            break
+        reply = command(
+            source.port, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
+        )
+        assert reply == b"+OK\r\n", reply
+    for owner in (target, source, *cluster.current_masters()):
+        command(owner.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    return slot, source, target

@@ -39,7 +39,8 @@ def backend(request):
         yield lambda: layer.groups == {} and len(layer.channels) == 0
         return
     if request.param == "cluster":
-        masters = request.getfixturevalue("cluster").masters
+        cluster = request.getfixturevalue("cluster")
+        masters = cluster.current_masters()
         settings = {
             "default": {
                 "BACKEND": "channels_rs.RedisChannelLayer",
@@ -53,7 +54,8 @@ def backend(request):
             # The group key lives on one master; the others answer MOVED.
             key = "testproject:group:broadcast"
             yield lambda: all(
-                command(m.port, "EXISTS", key) != b":1\r\n" for m in masters
+                command(m.port, "EXISTS", key) != b":1\r\n"
+                for m in cluster.current_masters()
             )
         return
     redis = request.getfixturevalue("redis")

