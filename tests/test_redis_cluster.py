@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from channels_rs import RedisChannelLayer
-from redis_cluster import migrate_slot_of, wait_for
+from redis_cluster import RedisCluster, migrate_slot_of, wait_for
 from redis_server import command
 
 
@@ -121,3 +121,28 @@ async def test_a_slot_migrated_under_traffic_loses_nothing(layer, cluster):
         f"\nslot {slot} moved {source.port} -> {target.port} under traffic; "
         f"{sum(got.values()) - len(got)} duplicates"
     )
+
+
+@pytest.mark.soak
+async def test_a_master_killed_under_traffic_loses_nothing_acknowledged():
+    own = RedisCluster()  # its own: this one loses a node
+    try:
+        layer = RedisChannelLayer(
+            hosts=[{"cluster": own.urls, "socket_connect_timeout": 1}]
+        )
+        victim, heir = own.masters[0], own.replicas[0]
+
+        def kill_master():
+            victim.kill()
+            wait_for(
+                lambda: b"role:master" in command(heir.port, "INFO", "replication"),
+                "the replica to take over",
+            )
+
+        got = await traffic_through(layer, kill_master, count=2000)
+        print(
+            f"\n2,000 messages, a master killed mid-run: 0 lost, "
+            f"{sum(got.values()) - len(got)} duplicates"
+        )
+    finally:
+        own.stop()
