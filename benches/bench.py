@@ -7,6 +7,7 @@ also shows channels_redis's pub/sub layer on the same server.
 
 import argparse
 import asyncio
+import logging
 import platform
 import statistics
 import sys
@@ -256,6 +257,49 @@ def pubsub_rows(url, quick):
     yield ("group_send to 100 waiting", *run(fan_out, FAN_OUT_MEMBERS, 50 // scale))
 
 
+def cluster_rows(url, quick):
+    """(scenario, one server, 1-master cluster, 3-master cluster): channels_rs
+    only, as channels_redis cannot run on a cluster."""
+    from redis_cluster import RedisCluster
+
+    scale = 5 if quick else 1
+    clusters = [RedisCluster(masters=n, replicas_per_master=0) for n in (1, 3)]
+    try:
+        targets = [[url]] + [[{"cluster": c.urls}] for c in clusters]
+
+        def run(scenario, *args, runs=3):
+            wrapped = lambda layer, *a: flushed(layer, scenario, *a)  # noqa: E731
+            return [
+                best_of(
+                    runs,
+                    wrapped,
+                    lambda h=hosts: channels_rs.RedisChannelLayer(
+                        hosts=h, capacity=100_000
+                    ),
+                    *args,
+                )
+                for hosts in targets
+            ]
+
+        yield ("a) round trip, normal channel", *run(round_trip, 2000 // scale))
+        yield (
+            "b) 100 pairs, normal channels",
+            *run(concurrent_pairs, PAIRS, 20 // scale),
+        )
+        yield (
+            "c) group_send to 100 waiting",
+            *run(fan_out, FAN_OUT_MEMBERS, 50 // scale),
+        )
+        yield ("d) round trip, new_channel()", *run(round_trip, 2000 // scale, True))
+        yield (
+            "e) 100 pairs, new_channel()",
+            *run(concurrent_pairs, PAIRS, 20 // scale, True),
+        )
+    finally:
+        for cluster in clusters:
+            cluster.stop()
+
+
 def sync_direct(layer, calls):
     """channels_rs's group_send_sync: plain sync code, no event loop."""
     async_to_sync(join_sync_group)(layer)
@@ -267,17 +311,19 @@ def sync_direct(layer, calls):
     return rate
 
 
-def print_table(title, rows, baselines):
-    """Rows of (scenario, ours, *baselines); the ratio is to the first."""
+def print_table(title, rows, baselines, ratio_to=None, first="channels_rs"):
+    """Rows of (scenario, ours, *baselines). The ratio is ours to the first
+    baseline, or with `ratio_to` that column to ours."""
     print(f"\n{title}")
-    header = f"{'scenario':<34}{'channels_rs':>14}"
+    header = f"{'scenario':<34}{first:>14}"
     header += "".join(f"{name:>16}" for name in baselines) + f"{'ratio':>9}"
     print(header)
     print("-" * len(header))
     for name, mine, *theirs in rows:
         line = f"{name:<34}{mine:>12,.0f}/s"
         line += "".join(f"{rate:>14,.0f}/s" for rate in theirs)
-        print(f"{line}{mine / theirs[0]:>8.1f}x")
+        ratio = mine / theirs[0] if ratio_to is None else theirs[ratio_to] / mine
+        print(f"{line}{ratio:>8.1f}x")
         sys.stdout.flush()
 
 
@@ -316,6 +362,17 @@ def main():
                 "RedisPubSubChannelLayer (messages/s, median of 3)",
                 pubsub_rows(server.url, options.quick),
                 ["channels_redis"],
+            )
+            # Layers of the cluster runs outlive their stopped clusters for a
+            # moment, and redis-rs logs each reconnection attempt.
+            logging.getLogger("redis.cluster_handling").setLevel(logging.CRITICAL + 1)
+            print_table(
+                "channels_rs.RedisChannelLayer on Redis Cluster (no replicas; ratio: "
+                "3 masters to one server)",
+                cluster_rows(server.url, options.quick),
+                ["1 master", "3 masters"],
+                ratio_to=-1,
+                first="one server",
             )
         finally:
             server.stop()

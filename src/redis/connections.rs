@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{
     AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError, RedisResult,
     ServerErrorKind,
@@ -396,23 +396,26 @@ impl Shard {
             .query_async(&mut cluster)
             .await
             .map_err(|err| self.failed(err))?;
-        // Each entry: first slot, last slot, then the master: [host, port, ...].
-        let mut masters: Vec<(String, u16)> = slots
+        // Each entry: first slot, last slot, then the master: [host, port,
+        // ...]. A master is reached through its first slot: the host can be
+        // empty (a node that never met another does not know its address).
+        let mut masters: Vec<((String, u16), u16)> = slots
             .into_iter()
-            .filter_map(|entry| entry.into_iter().nth(2))
-            .filter_map(|master| redis::from_redis_value::<Vec<Value>>(master).ok())
-            .filter_map(|master| {
-                let mut fields = master.into_iter();
-                let host = redis::from_redis_value::<String>(fields.next()?).ok()?;
-                let port = redis::from_redis_value::<u16>(fields.next()?).ok()?;
-                Some((host, port))
+            .filter_map(|entry| {
+                let mut fields = entry.into_iter();
+                let slot = redis::from_redis_value::<u16>(fields.next()?).ok()?;
+                let master = redis::from_redis_value::<Vec<Value>>(fields.nth(1)?).ok()?;
+                let mut master = master.into_iter();
+                let host = redis::from_redis_value::<String>(master.next()?).ok()?;
+                let port = redis::from_redis_value::<u16>(master.next()?).ok()?;
+                Some(((host, port), slot))
             })
             .collect();
         masters.sort();
-        masters.dedup();
+        masters.dedup_by(|a, b| a.0 == b.0);
         let mut keys = Vec::new();
-        for (host, port) in masters {
-            keys.extend(self.scan(pattern, Some((&mut cluster, host, port))).await?);
+        for (_, slot) in masters {
+            keys.extend(self.scan(pattern, Some((&mut cluster, slot))).await?);
         }
         Ok(keys)
     }
@@ -420,7 +423,7 @@ impl Shard {
     async fn scan(
         &self,
         pattern: &str,
-        mut node: Option<(&mut ClusterConnection, String, u16)>,
+        mut node: Option<(&mut ClusterConnection, u16)>,
     ) -> Result<Vec<Vec<u8>>, Failure> {
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
@@ -433,13 +436,13 @@ impl Shard {
                 .arg(1000);
             let (next, found): (u64, Vec<Vec<u8>>) = match &mut node {
                 None => self.run(&scan).await?,
-                Some((cluster, host, port)) => {
-                    let address = SingleNodeRoutingInfo::ByAddress {
-                        host: host.clone(),
-                        port: *port,
-                    };
+                Some((cluster, slot)) => {
+                    let master = Route::new(*slot, SlotAddr::Master);
                     let reply = cluster
-                        .route_command(scan, RoutingInfo::SingleNode(address))
+                        .route_command(
+                            scan,
+                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(master)),
+                        )
                         .await
                         .map_err(|err| self.failed(err))?;
                     redis::from_redis_value(reply)
