@@ -7,6 +7,7 @@ also shows channels_redis's pub/sub layer on the same server.
 
 import argparse
 import asyncio
+import functools
 import logging
 import platform
 import statistics
@@ -152,6 +153,16 @@ async def flushed(layer, scenario, *args):
         await layer.flush()
 
 
+def measure(layers, scenario, *args, runs=3):
+    """`scenario`'s rate on each (layer class, config), each run on a fresh,
+    flushed layer: the median of `runs`."""
+    wrapped = lambda layer, *a: flushed(layer, scenario, *a)  # noqa: E731
+    return [
+        best_of(runs, wrapped, lambda c=cls, k=config: c(**k), *args)
+        for cls, config in layers
+    ]
+
+
 def best_of(runs, scenario, make_layer, *args):
     """Median of `runs` runs, each on a fresh layer."""
     rates = [asyncio.run(scenario(make_layer(), *args)) for _ in range(runs)]
@@ -202,13 +213,7 @@ def redis_rows(url, quick):
         (UpstreamPubSub, {"hosts": [url]}),
     ]
 
-    def run(scenario, *args, runs=3):
-        wrapped = lambda layer, *a: flushed(layer, scenario, *a)  # noqa: E731
-        return [
-            best_of(runs, wrapped, lambda c=cls, k=config: c(**k), *args)
-            for cls, config in layers
-        ]
-
+    run = functools.partial(measure, layers)
     yield ("a) round trip, normal channel", *run(round_trip, 2000 // scale))
     yield ("b) 100 pairs, normal channels", *run(concurrent_pairs, PAIRS, 20 // scale))
     yield ("c) group_send to 100 waiting", *run(fan_out, FAN_OUT_MEMBERS, 50 // scale))
@@ -245,13 +250,7 @@ def pubsub_rows(url, quick):
         (UpstreamPubSub, {"hosts": [url]}),
     ]
 
-    def run(scenario, *args, runs=3):
-        wrapped = lambda layer, *a: flushed(layer, scenario, *a)  # noqa: E731
-        return [
-            best_of(runs, wrapped, lambda c=cls, k=config: c(**k), *args)
-            for cls, config in layers
-        ]
-
+    run = functools.partial(measure, layers)
     yield ("round trip, new_channel()", *run(round_trip, 2000 // scale, True))
     yield ("100 pairs, new_channel()", *run(concurrent_pairs, PAIRS, 20 // scale, True))
     yield ("group_send to 100 waiting", *run(fan_out, FAN_OUT_MEMBERS, 50 // scale))
@@ -267,20 +266,12 @@ def cluster_rows(url, quick):
     try:
         targets = [[url]] + [[{"cluster": c.urls}] for c in clusters]
 
-        def run(scenario, *args, runs=3):
-            wrapped = lambda layer, *a: flushed(layer, scenario, *a)  # noqa: E731
-            return [
-                best_of(
-                    runs,
-                    wrapped,
-                    lambda h=hosts: channels_rs.RedisChannelLayer(
-                        hosts=h, capacity=100_000
-                    ),
-                    *args,
-                )
-                for hosts in targets
-            ]
+        layers = [
+            (channels_rs.RedisChannelLayer, {"hosts": hosts, "capacity": 100_000})
+            for hosts in targets
+        ]
 
+        run = functools.partial(measure, layers)
         yield ("a) round trip, normal channel", *run(round_trip, 2000 // scale))
         yield (
             "b) 100 pairs, normal channels",

@@ -5,6 +5,14 @@ import channels_rs
 from redis_cluster import RedisCluster
 from redis_server import RedisServer
 
+# Serializer settings interop tests run with, ours and channels_redis's alike.
+INTEROP_CONFIGS = [
+    {},
+    {"serializer_format": "json"},
+    {"symmetric_encryption_keys": ["new-key", "old-key"]},
+]
+INTEROP_IDS = ["msgpack", "json", "encrypted"]
+
 IN_MEMORY_LAYERS = {
     "rs": channels_rs.InMemoryChannelLayer,
     "upstream": channels.layers.InMemoryChannelLayer,

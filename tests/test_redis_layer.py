@@ -16,6 +16,7 @@ from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as UpstreamLayer
 
 from channels_rs import InvalidMessage, RedisChannelLayer
+from conftest import INTEROP_CONFIGS, INTEROP_IDS
 from redis_server import RedisServer, command
 
 
@@ -189,14 +190,7 @@ async def test_unreachable_server_is_a_clear_connection_error():
 # Interop with channels_redis on the same server
 
 
-@pytest.fixture(
-    params=[
-        {},
-        {"serializer_format": "json"},
-        {"symmetric_encryption_keys": ["new-key", "old-key"]},
-    ],
-    ids=["msgpack", "json", "encrypted"],
-)
+@pytest.fixture(params=INTEROP_CONFIGS, ids=INTEROP_IDS)
 def pair(request, redis):
     config = {"hosts": [redis.url], **request.param}
     return RedisChannelLayer(**config), UpstreamLayer(**config)

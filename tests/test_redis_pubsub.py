@@ -12,6 +12,7 @@ from asgiref.sync import async_to_sync
 from channels_redis.pubsub import RedisPubSubChannelLayer as UpstreamPubSub
 
 from channels_rs import RedisPubSubChannelLayer
+from conftest import INTEROP_CONFIGS, INTEROP_IDS
 from redis_server import RedisServer, command
 
 LAYERS = {"rs": RedisPubSubChannelLayer, "upstream": UpstreamPubSub}
@@ -129,14 +130,7 @@ async def test_shards_by_the_crc_ring():
 # Interop with channels_redis.pubsub
 
 
-@pytest.fixture(
-    params=[
-        {},
-        {"serializer_format": "json"},
-        {"symmetric_encryption_keys": ["new-key", "old-key"]},
-    ],
-    ids=["msgpack", "json", "encrypted"],
-)
+@pytest.fixture(params=INTEROP_CONFIGS, ids=INTEROP_IDS)
 def pair(request, redis):
     config = {"hosts": [redis.url], **request.param}
     return RedisPubSubChannelLayer(**config), UpstreamPubSub(**config)

@@ -82,13 +82,46 @@ def _printable(url):
     return scheme + sep + rest.rpartition("@")[2] if sep else url
 
 
-class RedisChannelLayer(CoreLayer):
+class RedisLayer(CoreLayer):
+    """What both Redis layers share: hosts, prefix, serializer, repr."""
+
+    extensions = ["groups", "flush"]
+
+    def _configure(self, hosts, prefix, keys, serializer_format, prefix_length, age):
+        """Checks and keeps the shared options; returns the host specs for the
+        Rust core. `age` limits encrypted tokens' age in seconds (None: no limit)."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        self.prefix = prefix
+        specs = _host_specs(hosts)
+        self._host_names = [spec["name"] for spec in specs]
+        if isinstance(keys, (str, bytes)):
+            raise ValueError(
+                "symmetric_encryption_keys must be a list of possible keys"
+            )
+        keys = [k.encode() if isinstance(k, str) else k for k in keys or []]
+        self._serializer = _core.Serializer(serializer_format, keys, prefix_length, age)
+        return specs
+
+    def __repr__(self):
+        # Host names carry no user name or password.
+        return (
+            f"<{type(self).__name__} hosts={self._host_names} prefix={self.prefix!r}>"
+        )
+
+    def serialize(self, message):
+        return self._serializer.serialize(message)
+
+    def deserialize(self, message):
+        return self._serializer.deserialize(message)
+
+
+class RedisChannelLayer(RedisLayer):
     """Channel layer on Redis, sharing channels_redis's keys and message bytes,
     so both can serve one project during a migration."""
 
     # Seconds one blocking pop waits before it is issued again.
     brpop_timeout = 5
-    extensions = ["groups", "flush"]
 
     def __init__(
         self,
@@ -105,23 +138,15 @@ class RedisChannelLayer(CoreLayer):
         super().__init__(expiry=expiry, capacity=capacity)
         self.group_expiry = group_expiry
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
-        self.prefix = prefix
-        specs = _host_specs(hosts)
-        self.ring_size = len(specs)
-        self._host_names = [spec["name"] for spec in specs]
-        if isinstance(symmetric_encryption_keys, (str, bytes)):
-            raise ValueError(
-                "symmetric_encryption_keys must be a list of possible keys"
-            )
-        keys = [
-            k.encode() if isinstance(k, str) else k
-            for k in symmetric_encryption_keys or []
-        ]
-        self._serializer = _core.Serializer(
-            serializer_format, keys, random_prefix_length, expiry
+        specs = self._configure(
+            hosts,
+            prefix,
+            symmetric_encryption_keys,
+            serializer_format,
+            random_prefix_length,
+            expiry,
         )
+        self.ring_size = len(specs)
         self.client_prefix = uuid.uuid4().hex
         self._core = _core.RedisCore(
             specs,
@@ -133,12 +158,6 @@ class RedisChannelLayer(CoreLayer):
             self._serializer,
             self.client_prefix,
             self.brpop_timeout,
-        )
-
-    def __repr__(self):
-        # Host names carry no user name or password.
-        return (
-            f"<{type(self).__name__} hosts={self._host_names} prefix={self.prefix!r}>"
         )
 
     async def send(self, channel, message):
@@ -190,9 +209,3 @@ class RedisChannelLayer(CoreLayer):
     def _group_key(self, group):
         """The Redis key of ``group``, as channels_redis names it."""
         return f"{self.prefix}:group:{group}".encode()
-
-    def serialize(self, message):
-        return self._serializer.serialize(message)
-
-    def deserialize(self, message):
-        return self._serializer.deserialize(message)

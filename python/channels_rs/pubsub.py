@@ -5,11 +5,10 @@ bytes on the same Redis pub/sub channels."""
 import uuid
 
 from . import _core
-from .base import CoreLayer
-from .core import _host_specs
+from .core import RedisLayer
 
 
-class RedisPubSubChannelLayer(CoreLayer):
+class RedisPubSubChannelLayer(RedisLayer):
     """Channel layer on Redis pub/sub: every process subscribed to a name gets
     each message sent to it, and a message sent while nobody listens is gone.
 
@@ -20,8 +19,6 @@ class RedisPubSubChannelLayer(CoreLayer):
     itself; with ``on_disconnect`` / ``on_reconnect`` set to a message type,
     every channel of this process gets ``{"type": ...}`` at those moments, so
     consumers can catch up on what was published in between."""
-
-    extensions = ["groups", "flush"]
 
     def __init__(
         self,
@@ -37,23 +34,12 @@ class RedisPubSubChannelLayer(CoreLayer):
     ):
         # channels_redis passes other options on and ignores them: so do we.
         super().__init__(expiry=expiry, capacity=capacity)
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
-        self.prefix = prefix
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
-        specs = _host_specs(hosts)
-        self._host_names = [spec["name"] for spec in specs]
-        if isinstance(symmetric_encryption_keys, (str, bytes)):
-            raise ValueError(
-                "symmetric_encryption_keys must be a list of possible keys"
-            )
-        keys = [
-            k.encode() if isinstance(k, str) else k
-            for k in symmetric_encryption_keys or []
-        ]
         # No random prefix and no age limit on tokens, as channels_redis.pubsub.
-        self._serializer = _core.Serializer(serializer_format, keys, 0, None)
+        specs = self._configure(
+            hosts, prefix, symmetric_encryption_keys, serializer_format, 0, None
+        )
         self._core = _core.PubSubCore(
             specs,
             prefix,
@@ -62,11 +48,6 @@ class RedisPubSubChannelLayer(CoreLayer):
             expiry,
             on_disconnect,
             on_reconnect,
-        )
-
-    def __repr__(self):
-        return (
-            f"<{type(self).__name__} hosts={self._host_names} prefix={self.prefix!r}>"
         )
 
     async def send(self, channel, message):
@@ -105,9 +86,3 @@ class RedisPubSubChannelLayer(CoreLayer):
 
     async def close_pools(self):
         """Nothing to close per event loop: connections belong to the layer."""
-
-    def serialize(self, message):
-        return self._serializer.serialize(message)
-
-    def deserialize(self, message):
-        return self._serializer.deserialize(message)
