@@ -32,12 +32,18 @@ def reply_text(reply):
 
 
 class RedisCluster:
-    def __init__(self, masters=3, replicas_per_master=1):
+    """With `tls` (Certificates), every node, the bus and replication speak
+    TLS only."""
+
+    def __init__(self, masters=3, replicas_per_master=1, tls=None):
         count = masters * (1 + replicas_per_master)
+        options = CLUSTER_OPTIONS
+        if tls is not None:
+            options += ("--tls-cluster", "yes", "--tls-replication", "yes")
         # The bus port defaults to port + 10000, past 65535 for high ports.
         self.bus_ports = [free_port() for _ in range(count)]
         self.servers = [
-            RedisServer(*CLUSTER_OPTIONS, "--cluster-port", str(bus))
+            RedisServer(*options, "--cluster-port", str(bus), tls=tls)
             for bus in self.bus_ports
         ]
         try:
@@ -52,10 +58,9 @@ class RedisCluster:
         for at, master in enumerate(self.masters):
             first = at * SLOTS // masters
             last = (at + 1) * SLOTS // masters - 1
-            command(master.port, "CLUSTER", "ADDSLOTSRANGE", first, last)
+            ask(master, "CLUSTER", "ADDSLOTSRANGE", first, last)
         for server, bus in zip(self.servers[1:], self.bus_ports[1:], strict=True):
-            first = self.servers[0].port
-            command(first, "CLUSTER", "MEET", "127.0.0.1", server.port, bus)
+            ask(self.servers[0], "CLUSTER", "MEET", "127.0.0.1", server.port, bus)
         wait_for(
             lambda: all(
                 self.nodes(server).count("connected") == len(self.servers)
@@ -63,32 +68,37 @@ class RedisCluster:
             ),
             "every node to know every other",
         )
-        ids = [reply_text(command(m.port, "CLUSTER", "MYID")) for m in self.masters]
+        ids = [reply_text(ask(m, "CLUSTER", "MYID")) for m in self.masters]
         for at, replica in enumerate(self.replicas):
-            reply = command(replica.port, "CLUSTER", "REPLICATE", ids[at % masters])
+            reply = ask(replica, "CLUSTER", "REPLICATE", ids[at % masters])
             assert reply == b"+OK\r\n", reply
         wait_for(self.healthy, "the cluster to be ok with its replicas in sync")
 
     @staticmethod
     def nodes(server):
-        return reply_text(command(server.port, "CLUSTER", "NODES"))
+        return reply_text(ask(server, "CLUSTER", "NODES"))
 
     def healthy(self):
         for server in self.servers:
-            info = command(server.port, "CLUSTER", "INFO")
-            if b"cluster_state:ok" not in info:
+            if b"cluster_state:ok" not in ask(server, "CLUSTER", "INFO"):
                 return False
         return all(
-            b"master_link_status:up" in command(r.port, "INFO", "replication")
+            b"master_link_status:up" in ask(r, "INFO", "replication")
             for r in self.replicas
         )
+
+    def require_password(self, password):
+        """From now on every node, and replication, needs `password`."""
+        for server in self.servers:
+            ask(server, "CONFIG", "SET", "masterauth", password)
+            ask(server, "CONFIG", "SET", "requirepass", password)
 
     def current_masters(self):
         """The servers that are masters now (failovers change which)."""
         return [
             server
             for server in self.servers
-            if b"role:master" in command(server.port, "INFO", "replication")
+            if b"role:master" in ask(server, "INFO", "replication")
         ]
 
     @property
@@ -100,20 +110,24 @@ class RedisCluster:
             server.stop()
 
 
+def ask(server, *words):
+    """`command` to `server`, over TLS if that is what it speaks."""
+    return command(server.port, *words, tls=server.tls_context)
+
+
 def keys_in(reply):
     """The bulk strings of an array reply."""
     return re.findall(rb"\$\d+\r\n([^\r]*)\r\n", reply)
 
 
-def migrate_slot_of(cluster, key):
-    """Moves the slot holding `key` to another master, keys and all, the way
-    redis-cli --cluster reshard does (IMPORTING/MIGRATING, MIGRATE, NODE)."""
-    any_server = cluster.servers[0]
+def masters_by_slot(cluster, key):
+    """The slot of `key`, and (owns it, node id, server) for each master."""
+    any_server = cluster.current_masters()[0]
     slot = int(command(any_server.port, "CLUSTER", "KEYSLOT", key)[1:-2])
     masters = []
     for line in cluster.nodes(any_server).splitlines():
         fields = line.split()
-        if "master" not in fields[2]:
+        if "master" not in fields[2] or "fail" in fields[2]:
             continue
         port = int(fields[1].split("@")[0].split(":")[1])
         server = next(s for s in cluster.servers if s.port == port)
@@ -123,6 +137,19 @@ def migrate_slot_of(cluster, key):
             if not r.startswith("[")
         )
         masters.append((owns, fields[0], server))
+    return slot, masters
+
+
+def owner_of(cluster, key):
+    """The master serving `key`."""
+    _, masters = masters_by_slot(cluster, key)
+    return next(server for owns, _, server in masters if owns)
+
+
+def migrate_slot_of(cluster, key):
+    """Moves the slot holding `key` to another master, keys and all, the way
+    redis-cli --cluster reshard does (IMPORTING/MIGRATING, MIGRATE, NODE)."""
+    slot, masters = masters_by_slot(cluster, key)
     (_, source_id, source), *_ = [m for m in masters if m[0]]
     (_, target_id, target), *_ = [m for m in masters if not m[0]]
     command(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)

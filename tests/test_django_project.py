@@ -1,6 +1,6 @@
 """The test project's consumers and view, through the layer CHANNEL_LAYERS
-names: the in-memory default of settings.py, Redis, Redis pub/sub, and
-Redis on a cluster."""
+names: the in-memory default of settings.py, and Redis and Redis pub/sub,
+each on one server and on a cluster."""
 
 import time
 
@@ -19,67 +19,56 @@ def test_settings_load_our_layer():
     assert type(get_channel_layer()) is channels_rs.InMemoryChannelLayer
 
 
-def pubsub_group_gone(redis):
-    """Whether nobody is subscribed to the broadcast group any more (the
-    unsubscribe is on its way to Redis for a moment)."""
+GROUP = "testproject__group__broadcast"
+
+
+def pubsub_group_gone(servers):
+    """Whether no server has a subscriber to the broadcast group any more
+    (the unsubscribe is on its way to Redis for a moment)."""
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline:
-        reply = command(redis.port, "PUBSUB", "NUMSUB", "testproject__group__broadcast")
-        if reply.endswith(b":0\r\n"):
+        replies = [command(s.port, "PUBSUB", "NUMSUB", GROUP) for s in servers]
+        if all(reply.endswith(b":0\r\n") for reply in replies):
             return True
         time.sleep(0.02)
     return False
 
 
-@pytest.fixture(params=["memory", "redis", "pubsub", "cluster"])
+def group_key_gone(servers):
+    """Whether no server holds the broadcast group's key (on a cluster, the
+    nodes that do not serve its slot answer MOVED)."""
+    key = "testproject:group:broadcast"
+    return all(command(s.port, "EXISTS", key) != b":1\r\n" for s in servers)
+
+
+@pytest.fixture(params=["memory", "redis", "pubsub", "cluster", "pubsub-cluster"])
 def backend(request):
-    """Runs the test with CHANNEL_LAYERS switched to each of our layers."""
+    """Runs the test with CHANNEL_LAYERS switched to each of our layers.
+    Yields a check that the broadcast group left nothing behind."""
     if request.param == "memory":
         layer = get_channel_layer()
         yield lambda: layer.groups == {} and len(layer.channels) == 0
         return
-    if request.param == "cluster":
+    if request.param.endswith("cluster"):
         cluster = request.getfixturevalue("cluster")
-        masters = cluster.current_masters()
-        settings = {
-            "default": {
-                "BACKEND": "channels_rs.RedisChannelLayer",
-                "CONFIG": {
-                    "hosts": [{"cluster": [m.url for m in masters]}],
-                    "prefix": "testproject",
-                },
-            }
-        }
-        with override_settings(CHANNEL_LAYERS=settings):
-            # The group key lives on one master; the others answer MOVED.
-            key = "testproject:group:broadcast"
-            yield lambda: all(
-                command(m.port, "EXISTS", key) != b":1\r\n"
-                for m in cluster.current_masters()
-            )
-        return
-    redis = request.getfixturevalue("redis")
-    layer_class = {
-        "redis": channels_rs.RedisChannelLayer,
-        "pubsub": channels_rs.RedisPubSubChannelLayer,
-    }[request.param]
+        servers = cluster.servers
+        hosts = [{"cluster": [m.url for m in cluster.current_masters()]}]
+    else:
+        servers = [request.getfixturevalue("redis")]
+        hosts = [servers[0].url]
+    pubsub = request.param.startswith("pubsub")
+    layer_class = (
+        channels_rs.RedisPubSubChannelLayer if pubsub else channels_rs.RedisChannelLayer
+    )
     settings = {
         "default": {
             "BACKEND": f"channels_rs.{layer_class.__name__}",
-            "CONFIG": {"hosts": [redis.url], "prefix": "testproject"},
+            "CONFIG": {"hosts": hosts, "prefix": "testproject"},
         }
     }
     with override_settings(CHANNEL_LAYERS=settings):
         assert type(get_channel_layer()) is layer_class
-        if request.param == "pubsub":
-            yield lambda: pubsub_group_gone(redis)
-            return
-        yield (
-            lambda: (
-                command(redis.port, "EXISTS", "testproject:group:broadcast")
-                == b":0\r\n"
-            )
-        )
+        yield lambda: (pubsub_group_gone if pubsub else group_key_gone)(servers)
 
 
 async def connect(path):

@@ -1,5 +1,6 @@
 """What every channels-rs layer does alike, run on each of them: the
-in-memory layer, Redis, Redis pub/sub, and Redis on a cluster."""
+in-memory layer, and Redis and Redis pub/sub, each on one server and on a
+cluster."""
 
 import asyncio
 
@@ -13,19 +14,18 @@ from channels_rs import (
 )
 
 
-@pytest.fixture(params=["memory", "redis", "pubsub", "cluster"])
+@pytest.fixture(params=["memory", "redis", "pubsub", "cluster", "pubsub-cluster"])
 async def layer(request):
     if request.param == "memory":
         layer = InMemoryChannelLayer()
-    elif request.param == "cluster":
-        urls = request.getfixturevalue("cluster").urls
-        layer = RedisChannelLayer(hosts=[{"cluster": urls}], prefix="behaviour")
     else:
-        url = request.getfixturevalue("redis").url
-        kind = (
-            RedisChannelLayer if request.param == "redis" else RedisPubSubChannelLayer
-        )
-        layer = kind(hosts=[url], prefix="behaviour")
+        if request.param.endswith("cluster"):
+            hosts = [{"cluster": request.getfixturevalue("cluster").urls}]
+        else:
+            hosts = [request.getfixturevalue("redis").url]
+        pubsub = request.param.startswith("pubsub")
+        kind = RedisPubSubChannelLayer if pubsub else RedisChannelLayer
+        layer = kind(hosts=hosts, prefix="behaviour")
     yield layer
     await layer.flush()
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from channels_rs import RedisChannelLayer
-from redis_cluster import RedisCluster, migrate_slot_of, wait_for
-from redis_server import command
+from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
+from redis_cluster import RedisCluster, migrate_slot_of, owner_of, wait_for
+from redis_server import Certificates, command
 
 
 @pytest.fixture
@@ -55,6 +55,44 @@ async def test_flush_empties_every_master_of_our_keys_only(layer, cluster):
         assert command(master.port, "KEYS", "asgi*") == b"*0\r\n"
     assert await receive(other, "kept") == {"type": "kept"}
     await other.flush()
+
+
+async def test_tls_and_a_password(tmp_path):
+    certificates = Certificates(tmp_path)
+    try:
+        own = RedisCluster(masters=3, replicas_per_master=0, tls=certificates)
+    except RuntimeError as error:
+        pytest.skip(f"needs a redis-server built with TLS on PATH: {error}")
+    try:
+        own.require_password("cluster-secret")
+        nodes = [f"rediss://:cluster-secret@127.0.0.1:{m.port}" for m in own.masters]
+        hosts = [{"cluster": nodes, "ssl_ca_certs": certificates.ca}]
+        for kind in (RedisChannelLayer, RedisPubSubChannelLayer):
+            layer = kind(hosts=hosts)
+            channels = [await layer.new_channel() for _ in range(6)]
+            for channel in channels:
+                await layer.group_add("tls-room", channel)
+            await layer.group_send("tls-room", {"type": "sealed"})
+            for channel in channels:
+                assert await receive(layer, channel) == {"type": "sealed"}
+            await layer.flush()
+        wrong = [url.replace("cluster-secret", "guess") for url in nodes]
+        layer = RedisChannelLayer(
+            hosts=[{"cluster": wrong, "ssl_ca_certs": certificates.ca}]
+        )
+        with pytest.raises(ConnectionError) as error:
+            await layer.send("anything", {"type": "refused"})
+        assert "authentication" in str(error.value).lower()
+        assert "guess" not in str(error.value) and "guess" not in repr(layer)
+        (tmp_path / "stranger").mkdir()
+        stranger = Certificates(tmp_path / "stranger")
+        layer = RedisChannelLayer(
+            hosts=[{"cluster": nodes, "ssl_ca_certs": stranger.ca}]
+        )
+        with pytest.raises(ConnectionError, match="(?i)certificate|issuer"):
+            await layer.send("anything", {"type": "refused"})
+    finally:
+        own.stop()
 
 
 async def traffic_through(layer, change, count=600, channels=12):
@@ -116,11 +154,62 @@ async def test_a_slot_migrated_under_traffic_loses_nothing(layer, cluster):
 
     got = await traffic_through(layer, migrate)
     slot, source, target = moved[0]
-    assert command(target.port, "CLUSTER", "COUNTKEYSINSLOT", slot) != b":0\r\n" or True
+    assert owner_of(cluster, "asgicluster-traffic-0") is target
     print(
         f"\nslot {slot} moved {source.port} -> {target.port} under traffic; "
         f"{sum(got.values()) - len(got)} duplicates"
     )
+
+
+# The pub/sub layer: PUBLISH reaches every node of a cluster, so one
+# subscriber connection to any node hears the messages of all of them.
+
+
+async def test_pubsub_hears_what_is_published_through_every_master(cluster):
+    listener = RedisPubSubChannelLayer(hosts=[{"cluster": cluster.urls}])
+    sender = RedisPubSubChannelLayer(hosts=[{"cluster": cluster.urls[-1:]}])
+    channels = [await listener.new_channel() for _ in range(12)]
+    assert len({owner_of(cluster, name) for name in channels}) == 3
+    for channel in channels:
+        await listener.group_add("pubsub-cluster-room", channel)
+        await sender.send(channel, {"type": "direct", "to": channel})
+        assert await receive(listener, channel) == {"type": "direct", "to": channel}
+    await sender.group_send("pubsub-cluster-room", {"type": "everyone"})
+    for channel in channels:
+        assert await receive(listener, channel) == {"type": "everyone"}
+    await listener.flush()
+
+
+def subscribed_node(servers):
+    """The one server with a pub/sub client connected."""
+    (node,) = [
+        server
+        for server in servers
+        if b"id=" in command(server.port, "CLIENT", "LIST", "TYPE", "pubsub")
+    ]
+    return node
+
+
+async def test_pubsub_moves_to_another_node_when_its_own_dies():
+    own = RedisCluster(masters=3, replicas_per_master=0)  # its own: loses a node
+    try:
+        layer = RedisPubSubChannelLayer(
+            hosts=[{"cluster": own.urls, "socket_connect_timeout": 1}],
+            on_disconnect="layer.disconnected",
+            on_reconnect="layer.reconnected",
+        )
+        channels = [await layer.new_channel() for _ in range(6)]
+        node = subscribed_node(own.servers)
+        # A channel whose messages go through a master that stays up.
+        (channel, *_) = [c for c in channels if owner_of(own, c) is not node]
+        node.kill()
+        assert await receive(layer, channel) == {"type": "layer.disconnected"}
+        assert await receive(layer, channel) == {"type": "layer.reconnected"}
+        assert subscribed_node([s for s in own.servers if s is not node]) is not node
+        await layer.send(channel, {"type": "after"})
+        assert await receive(layer, channel) == {"type": "after"}
+    finally:
+        own.stop()
 
 
 @pytest.mark.soak

@@ -13,8 +13,8 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{
-    AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError, RedisResult,
-    ServerErrorKind,
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue,
+    RedisError, RedisResult, ServerErrorKind, TlsCertificates,
 };
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
@@ -30,7 +30,41 @@ pub enum Source {
     Cluster {
         shared: Box<ClusterClient>,
         blocking: Box<ClusterClient>,
+        nodes: Box<Nodes>,
     },
+}
+
+/// How to reach one node of a cluster by itself, for SUBSCRIBE: the first
+/// startup node's credentials and TLS settings, at any node's address.
+pub struct Nodes {
+    pub template: ConnectionInfo,
+    pub certificates: TlsCertificates,
+    pub startup: Vec<(String, u16)>,
+}
+
+impl Nodes {
+    fn client(&self, host: &str, port: u16) -> RedisResult<Client> {
+        let host = host.to_owned();
+        let addr = match self.template.addr() {
+            ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: None,
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        };
+        client(self.template.clone().set_addr(addr), &self.certificates)
+    }
+}
+
+/// A client for `info`, trusting and presenting `certificates` over TLS.
+pub fn client(info: ConnectionInfo, certificates: &TlsCertificates) -> RedisResult<Client> {
+    if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+        Client::build_with_tls(info, certificates.clone())
+    } else {
+        Client::open(info)
+    }
 }
 
 /// A connection to one server, or to a whole cluster.
@@ -156,7 +190,10 @@ impl Shard {
         &self,
         response_timeout: Option<Duration>,
     ) -> RedisResult<(u64, Connection)> {
-        if let Source::Cluster { shared, blocking } = &self.source {
+        if let Source::Cluster {
+            shared, blocking, ..
+        } = &self.source
+        {
             // Timeouts were set when the cluster clients were built.
             let client = if response_timeout.is_some() {
                 shared
@@ -182,19 +219,37 @@ impl Shard {
         match &self.source {
             Source::Direct(client) => Ok((Client::clone(client), 0)),
             Source::Sentinel(watched) => watched.master(self.timeouts.connect).await,
-            Source::Cluster { .. } => Err(RedisError::from((
-                ErrorKind::InvalidClientConfig,
-                "the pub/sub layer does not run on Redis Cluster yet",
-            ))),
+            Source::Cluster { .. } => unreachable!("cluster connections come from its clients"),
         }
     }
 
-    /// A new connection for SUBSCRIBE (the pub/sub layer).
+    /// A new connection for SUBSCRIBE (the pub/sub layer). On a cluster,
+    /// PUBLISH reaches every node, so any node that answers will do: the
+    /// masters the cluster names first, then the startup nodes.
     pub async fn subscriber(&self) -> RedisResult<PubSub> {
-        let (client, _) = self.client().await?;
-        tokio::time::timeout(self.timeouts.connect, client.get_async_pubsub())
-            .await
-            .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
+        let clients = match &self.source {
+            Source::Cluster { nodes, .. } => {
+                let mut addresses = self.masters().await.unwrap_or_default();
+                addresses.extend(nodes.startup.iter().cloned());
+                let mut seen = std::collections::HashSet::new();
+                addresses.retain(|address| seen.insert(address.clone()));
+                let clients = addresses
+                    .iter()
+                    .map(|(host, port)| nodes.client(host, *port));
+                clients.collect::<RedisResult<Vec<_>>>()?
+            }
+            _ => vec![self.client().await?.0],
+        };
+        let mut failure = None;
+        for client in clients {
+            let attempt = tokio::time::timeout(self.timeouts.connect, client.get_async_pubsub());
+            match attempt.await {
+                Ok(Ok(pubsub)) => return Ok(pubsub),
+                Ok(Err(err)) => failure = Some(err),
+                Err(_) => failure = Some(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+            }
+        }
+        Err(failure.expect("a cluster has at least one startup node"))
     }
 
     /// The generation of the master connections must be made to now.
@@ -330,6 +385,13 @@ impl Shard {
 /// refusing us for a reason that trying again will not change. Sentinel
 /// knows no master for a moment during a failover.
 pub fn unreachable(err: &RedisError) -> bool {
+    // A cluster client reports why it reached no node as text.
+    if let Some(detail) = err.detail().filter(|_| err.kind() == ErrorKind::Io) {
+        let detail = detail.to_lowercase();
+        return ["refused", "reset", "timed out"]
+            .iter()
+            .any(|cause| detail.contains(cause));
+    }
     err.is_connection_refusal()
         || err.is_connection_dropped()
         || err.is_timeout()
@@ -391,14 +453,36 @@ impl Shard {
         let Connection::Cluster(mut cluster) = connection else {
             return self.scan(pattern, None).await;
         };
+        let mut keys = Vec::new();
+        for (_, slot) in self.masters_of(&mut cluster).await? {
+            keys.extend(self.scan(pattern, Some((&mut cluster, slot))).await?);
+        }
+        Ok(keys)
+    }
+
+    /// The address of each master of the cluster.
+    async fn masters(&self) -> Result<Vec<(String, u16)>, Failure> {
+        let connection = self.shared().await.map_err(|err| self.failed(err))?;
+        let Connection::Cluster(mut cluster) = connection else {
+            return Ok(Vec::new());
+        };
+        let masters = self.masters_of(&mut cluster).await?;
+        Ok(masters.into_iter().map(|(address, _)| address).collect())
+    }
+
+    /// Each master a cluster names (CLUSTER SLOTS), with the first slot it
+    /// serves: a master is reached through that slot, as the host can be
+    /// empty (a node that never met another does not know its address).
+    async fn masters_of(
+        &self,
+        cluster: &mut ClusterConnection,
+    ) -> Result<Vec<((String, u16), u16)>, Failure> {
         let slots: Vec<Vec<Value>> = redis::cmd("CLUSTER")
             .arg("SLOTS")
-            .query_async(&mut cluster)
+            .query_async(cluster)
             .await
             .map_err(|err| self.failed(err))?;
-        // Each entry: first slot, last slot, then the master: [host, port,
-        // ...]. A master is reached through its first slot: the host can be
-        // empty (a node that never met another does not know its address).
+        // Each entry: first slot, last slot, then the master: [host, port, ...].
         let mut masters: Vec<((String, u16), u16)> = slots
             .into_iter()
             .filter_map(|entry| {
@@ -413,11 +497,7 @@ impl Shard {
             .collect();
         masters.sort();
         masters.dedup_by(|a, b| a.0 == b.0);
-        let mut keys = Vec::new();
-        for (_, slot) in masters {
-            keys.extend(self.scan(pattern, Some((&mut cluster, slot))).await?);
-        }
-        Ok(keys)
+        Ok(masters)
     }
 
     async fn scan(

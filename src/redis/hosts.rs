@@ -7,9 +7,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use redis::cluster::ClusterClient;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{Client, IntoConnectionInfo, RedisError};
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult};
 
-use super::connections::{Shard, Source, Timeouts};
+use super::connections::{client, Nodes, Shard, Source, Timeouts};
 use super::sentinel::Watched;
 
 /// One `hosts` entry, as the Python side describes it.
@@ -98,18 +98,17 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
         let source = Source::Cluster {
             shared: Box::new(cluster(Some(timeouts.reply))?),
             blocking: Box::new(cluster(None)?),
+            nodes: Box::new(Nodes {
+                template: info.set_tcp_settings(nodelay),
+                certificates,
+                startup: startup_nodes(&spec.cluster).map_err(bad)?,
+            }),
         };
         return Ok(Shard::new(source, timeouts, spec.name));
     }
     let source = match spec.master_name {
         None => {
-            let info = info.set_tcp_settings(nodelay);
-            let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
-            let client = if tls {
-                Client::build_with_tls(info, certificates)
-            } else {
-                Client::open(info)
-            };
+            let client = client(info.set_tcp_settings(nodelay), &certificates);
             Source::Direct(Box::new(client.map_err(bad)?))
         }
         Some(master) => {
@@ -124,6 +123,20 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
         }
     };
     Ok(Shard::new(source, timeouts, spec.name))
+}
+
+/// The host and port of each startup node.
+fn startup_nodes(urls: &[String]) -> RedisResult<Vec<(String, u16)>> {
+    let mut nodes = Vec::new();
+    for url in urls {
+        match url.as_str().into_connection_info()?.addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                nodes.push((host.clone(), *port));
+            }
+            _ => {}
+        }
+    }
+    Ok(nodes)
 }
 
 fn timeouts(spec: &HostSpec) -> PyResult<Timeouts> {
