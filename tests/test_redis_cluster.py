@@ -5,8 +5,10 @@ several slots."""
 import asyncio
 
 import pytest
+from channels.exceptions import ChannelFull
 
 from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
+from conftest import INTEROP_CONFIGS, INTEROP_IDS
 from redis_cluster import RedisCluster, migrate_slot_of, owner_of, wait_for
 from redis_server import Certificates, command
 
@@ -55,6 +57,69 @@ async def test_flush_empties_every_master_of_our_keys_only(layer, cluster):
         assert command(master.port, "KEYS", "asgi*") == b"*0\r\n"
     assert await receive(other, "kept") == {"type": "kept"}
     await other.flush()
+
+
+@pytest.mark.parametrize("config", INTEROP_CONFIGS, ids=INTEROP_IDS)
+async def test_serializers_and_encryption(cluster, config):
+    layer = RedisChannelLayer(hosts=[{"cluster": cluster.urls}], **config)
+    message = {"type": "m", "text": "marker-é", "n": [1, 2.5]}
+    local = await layer.new_channel()
+    for channel in ("cluster-codec", local):
+        await layer.group_add("cluster-codec-room", channel)
+    await layer.send("cluster-codec", message)
+    stored = command(
+        owner_of(cluster, "asgicluster-codec").port,
+        "ZRANGE",
+        "asgicluster-codec",
+        0,
+        -1,
+    )
+    assert (b"marker" in stored) is ("symmetric_encryption_keys" not in config)
+    assert await receive(layer, "cluster-codec") == message
+    await layer.group_send("cluster-codec-room", message)
+    for channel in ("cluster-codec", local):
+        assert await receive(layer, channel) == message
+    await layer.flush()
+
+
+async def test_capacity_across_slots(cluster):
+    layer = RedisChannelLayer(
+        hosts=[{"cluster": cluster.urls}], capacity=1, channel_capacity={"big*": 2}
+    )
+    full = [f"cluster-full-{n}" for n in range(6)]
+    assert len({owner_of(cluster, "asgi" + name) for name in full}) > 1
+    for name in full:
+        await layer.send(name, {"type": "first"})
+        with pytest.raises(ChannelFull):
+            await layer.send(name, {"type": "second"})
+        await layer.group_add("cluster-full-room", name)
+    await layer.send("big-one", {"type": "one"})
+    await layer.send("big-one", {"type": "two"})
+    with pytest.raises(ChannelFull):
+        await layer.send("big-one", {"type": "three"})
+    await layer.group_add("cluster-full-room", "cluster-empty")
+    await layer.group_send("cluster-full-room", {"type": "group"})
+    assert await receive(layer, "cluster-empty") == {"type": "group"}
+    for name in full:
+        assert await receive(layer, name) == {"type": "first"}
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(layer.receive(name), 0.1)
+    await layer.flush()
+
+
+async def test_expiry(cluster):
+    layer = RedisChannelLayer(hosts=[{"cluster": cluster.urls}], expiry=1)
+    await layer.send("cluster-expiring", {"type": "old"})
+    owner = owner_of(cluster, "asgicluster-expiring")
+    ttl = int(command(owner.port, "TTL", "asgicluster-expiring")[1:-2])
+    assert 0 <= ttl <= 1
+    await asyncio.sleep(1.6)
+    assert command(owner.port, "EXISTS", "asgicluster-expiring") == b":0\r\n"
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive("cluster-expiring"), 0.3)
+    await layer.send("cluster-expiring", {"type": "new"})
+    assert await receive(layer, "cluster-expiring") == {"type": "new"}
+    await layer.flush()
 
 
 async def test_tls_and_a_password(tmp_path):
