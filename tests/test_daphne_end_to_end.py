@@ -12,6 +12,7 @@ import pytest
 import websockets
 
 from redis_server import command, free_port
+from serve import daphne
 
 TESTS = Path(__file__).resolve().parent
 
@@ -26,42 +27,21 @@ def project_environment(redis):
     return env
 
 
-def wait_for_port(port, process, timeout=20):
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"daphne exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"daphne did not listen on {port}")
-
-
 @pytest.fixture
 def two_servers(redis):
     env = project_environment(redis)
     ports, processes = [free_port(), free_port()], []
     try:
         for port in ports:
-            command = [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "testproject.asgi:application",
-            ]
             processes.append(
-                subprocess.Popen(command, env=env, cwd=TESTS, stderr=subprocess.DEVNULL)
+                daphne(
+                    port,
+                    env,
+                    cwd=TESTS,
+                    application="testproject.asgi:application",
+                    stderr=subprocess.DEVNULL,
+                )
             )
-        for port, process in zip(ports, processes, strict=True):
-            wait_for_port(port, process)
         yield ports
     finally:
         for process in processes:

@@ -10,6 +10,7 @@ mod connections;
 mod hosts;
 mod local;
 mod pubsub;
+mod report;
 
 pub use pubsub::PubSubCore;
 mod ring;
@@ -36,6 +37,7 @@ use crate::runtime;
 use connections::{stale, unreachable, Shard};
 use hosts::{shard, HostSpec};
 use local::{Buffered, Inbox, Received};
+use report::ShardReport;
 use ring::{consistent_hash, non_local_name};
 
 /// Most messages the local pump takes per round trip.
@@ -793,6 +795,13 @@ impl RedisCore {
     fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let inner = Arc::clone(&self.inner);
         spawn(py, async move { inner.flush().await }, none)
+    }
+
+    /// For `python -m channels_rs check`: each shard's name, `INFO server`
+    /// text and `pings` PING times in seconds.
+    fn server_report_sync(&self, py: Python<'_>, pings: usize) -> PyResult<Vec<ShardReport>> {
+        let inner = Arc::clone(&self.inner);
+        block(py, Box::pin(async move { inner.report(pings).await }))
     }
 
     /// Drops this process's connections; the next operation reconnects.

@@ -1,0 +1,89 @@
+"""`python -m channels_rs check`, run as users run it, against real servers:
+what it reports when all is well, and the plain words for each failure."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from redis_server import RedisServer, command, free_port
+
+
+def check(*arguments, env=None):
+    done = subprocess.run(
+        [sys.executable, "-m", "channels_rs", "check", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_a_healthy_server(redis):
+    code, output = check(redis.url)
+    assert code == 0, output
+    assert f"channels-rs check: {redis.url}" in output
+    assert "server                       ok: " in output
+    assert "(standalone)" in output
+    assert "PING median" in output and "20 pings" in output
+    assert "ok: normal channel, process-local channel and group" in output
+    assert "All checks passed" in output
+    # It takes back everything it sent.
+    assert b"channels-rs-check" not in command(redis.port, "KEYS", "*")
+
+
+def test_a_cluster_from_the_environment(cluster):
+    env = dict(os.environ, REDIS_CLUSTER_URL=",".join(cluster.urls))
+    env.pop("REDIS_URL", None)
+    code, output = check(env=env)
+    assert code == 0, output
+    assert "(cluster)" in output and "All checks passed" in output
+
+
+def test_nothing_listening():
+    code, output = check(f"redis://127.0.0.1:{free_port()}", "--timeout", "0.5")
+    assert code == 1
+    assert "FAILED: ConnectionError" in output
+    assert "Nothing accepted the connection" in output
+
+
+def test_a_wrong_password_is_explained_and_not_printed():
+    server = RedisServer("--requirepass", "right-one")
+    try:
+        code, output = check(f"redis://:wrong-guess@127.0.0.1:{server.port}")
+    finally:
+        server.stop()
+    assert code == 1
+    assert "refused the credentials" in output
+    assert "wrong-guess" not in output and "right-one" not in output
+
+
+def test_an_acl_user_without_the_layers_commands(redis):
+    command(redis.port, "ACL", "SETUSER", "pinger", "on", ">pw", "~*", "+ping", "+info")
+    try:
+        code, output = check(f"redis://pinger:pw@127.0.0.1:{redis.port}")
+    finally:
+        command(redis.port, "ACL", "DELUSER", "pinger")
+    assert code == 1
+    assert "server                       ok:" in output
+    assert "ACL refuses a command or key the layer needs" in output
+
+
+def test_no_url_at_all():
+    env = {"PATH": "/usr/bin:/bin"}
+    code, output = check(env=env)
+    assert code == 2
+    assert "give a Redis URL, or set REDIS_URL or REDIS_CLUSTER_URL" in output
+
+
+@pytest.mark.parametrize("arguments", [[], ["frobnicate"]])
+def test_an_unknown_command(arguments):
+    done = subprocess.run(
+        [sys.executable, "-m", "channels_rs", *arguments],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert "usage: python -m channels_rs {check}" in done.stderr
