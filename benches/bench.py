@@ -2,7 +2,9 @@
 machine. Prints messages per second for each and the ratio; the Redis table
 also shows channels_redis's pub/sub layer on the same server.
 
-    python benches/bench.py [--quick] [--only memory|redis]
+    python benches/bench.py [--quick] [--only memory|redis] [--chart PNG]
+
+With --chart, it also draws every table as bars into that PNG (matplotlib).
 """
 
 import argparse
@@ -302,9 +304,15 @@ def sync_direct(layer, calls):
     return rate
 
 
+# Each table printed so far, for --chart: (title, column names, rows).
+TABLES = []
+
+
 def print_table(title, rows, baselines, ratio_to=None, first="channels_rs"):
     """Rows of (scenario, ours, *baselines). The ratio is ours to the first
     baseline, or with `ratio_to` that column to ours."""
+    rows = list(rows)
+    TABLES.append((title, [first, *baselines], rows))
     print(f"\n{title}")
     header = f"{'scenario':<34}{first:>14}"
     header += "".join(f"{name:>16}" for name in baselines) + f"{'ratio':>9}"
@@ -318,10 +326,41 @@ def print_table(title, rows, baselines, ratio_to=None, first="channels_rs"):
         sys.stdout.flush()
 
 
+def chart(path):
+    """Every table as horizontal bars, rates on a log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heights = [len(rows) * (len(columns) + 1) * 0.22 + 1 for _, columns, rows in TABLES]
+    figure, axes = plt.subplots(
+        len(TABLES), 1, figsize=(10, sum(heights)), height_ratios=heights
+    )
+    axes = [axes] if len(TABLES) == 1 else axes
+    for ax, (title, columns, rows) in zip(axes, TABLES, strict=True):
+        bar = 1 / (len(columns) + 1)
+        for at, column in enumerate(columns):
+            rates = [row[1 + at] for row in rows]
+            places = [n + at * bar for n in range(len(rows))]
+            ax.barh(places, rates, height=bar, label=column)
+        ax.set_yticks([n + bar * (len(columns) - 1) / 2 for n in range(len(rows))])
+        ax.set_yticklabels([row[0] for row in rows])
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("messages or calls per second (log scale)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    print(f"\nchart: {path}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="less work, noisier")
     parser.add_argument("--only", choices=["memory", "redis"])
+    parser.add_argument("--chart", metavar="PNG", help="also draw the tables here")
     options = parser.parse_args()
     print(
         f"Python {platform.python_version()}, channels {version('channels')}, "
@@ -367,6 +406,8 @@ def main():
             )
         finally:
             server.stop()
+    if options.chart:
+        chart(options.chart)
 
 
 if __name__ == "__main__":
