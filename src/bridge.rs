@@ -251,7 +251,7 @@ async fn watchdog() {
                 })
                 .collect()
         };
-        if stalled.is_empty() {
+        if stalled.is_empty() || crate::interpreter::exiting() {
             continue;
         }
         Python::try_attach(|py| {

@@ -5,6 +5,7 @@ mod bridge;
 mod capacity;
 mod codec;
 mod errors;
+mod interpreter;
 mod memory;
 mod names;
 mod redis;
@@ -14,12 +15,8 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Rust log records reach Python's logging, under the logger "channels_rs".
-    // Levels are asked each time, not cached: they change at run time
-    // (logging.config, pytest's caplog), and we log rarely.
-    pyo3_log::Logger::new(module.py(), pyo3_log::Caching::Loggers)?
-        .install()
-        .ok();
+    interpreter::forward_logs(module.py())?;
+    module.add_function(wrap_pyfunction!(interpreter::python_exits, module)?)?;
     module.add_class::<memory::MemoryCore>()?;
     module.add_class::<codec::Serializer>()?;
     module.add_class::<redis::RedisCore>()?;
