@@ -10,6 +10,8 @@ TEST_DEPS = [
     "pytest>=8",
     "pytest-asyncio>=0.24",
     "pytest-django>=4.9",
+    # A test that hangs fails with its stack instead of stalling the run.
+    "pytest-timeout>=2.3",
     "daphne>=4",
     # The reference implementation our bytes must match.
     "channels-redis[cryptography]>=4.3",
@@ -42,7 +44,7 @@ def soak(session):
     """The long reliability runs (tests marked soak): restarts under load,
     memory over a million messages. Prints the figures."""
     install_package(session, *TEST_DEPS)
-    session.run("pytest", "-m", "soak", "-s", *session.posargs)
+    session.run("pytest", "-m", "soak", "-s", "--timeout=900", *session.posargs)
 
 
 @nox.session

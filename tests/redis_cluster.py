@@ -87,6 +87,24 @@ class RedisCluster:
             for r in self.replicas
         )
 
+    def settled(self):
+        """Whether every node sees the same masters serving the same slots,
+        none of them failing: after a failover or a slot move, gossip takes
+        a moment to reach them all."""
+        views = set()
+        for server in self.servers:
+            masters = []
+            for line in self.nodes(server).splitlines():
+                fields = line.split()
+                node_id, flags = fields[0], fields[2]
+                if "fail" in flags:
+                    return False
+                if "master" in flags:
+                    slots = [r for r in fields[8:] if not r.startswith("[")]
+                    masters.append((node_id, tuple(slots)))
+            views.add(tuple(sorted(masters)))
+        return len(views) == 1
+
     def require_password(self, password):
         """From now on every node, and replication, needs `password`."""
         for server in self.servers:
@@ -149,6 +167,7 @@ def owner_of(cluster, key):
 def migrate_slot_of(cluster, key):
     """Moves the slot holding `key` to another master, keys and all, the way
     redis-cli --cluster reshard does (IMPORTING/MIGRATING, MIGRATE, NODE)."""
+    wait_for(cluster.settled, "every node to agree on who serves what")
     slot, masters = masters_by_slot(cluster, key)
     (_, source_id, source), *_ = [m for m in masters if m[0]]
     (_, target_id, target), *_ = [m for m in masters if not m[0]]
@@ -163,5 +182,6 @@ def migrate_slot_of(cluster, key):
         )
         assert reply == b"+OK\r\n", reply
     for owner in (target, source, *cluster.current_masters()):
-        command(owner.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        reply = command(owner.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        assert reply == b"+OK\r\n", reply
     return slot, source, target

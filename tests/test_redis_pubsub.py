@@ -5,7 +5,9 @@ unbounded queues, lost subscriptions after a restart, callbacks that never
 fire, one connection per event loop."""
 
 import asyncio
+import signal
 import threading
+import time
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -196,6 +198,47 @@ async def test_subscriptions_survive_a_restart_and_consumers_are_told():
         await layer.group_send("survivors", {"type": "grouped"})
         assert await receive(layer, channel) == {"type": "direct"}
         assert await receive(layer, channel) == {"type": "grouped"}
+    finally:
+        server.stop()
+
+
+async def test_subscribing_while_redis_is_down_fails_then_recovers():
+    server = RedisServer()
+    server.kill()
+    try:
+        layer = RedisPubSubChannelLayer(
+            hosts=[{"address": server.url, "socket_connect_timeout": 0.3}]
+        )
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match=f"127.0.0.1:{server.port}"):
+            await asyncio.wait_for(layer.new_channel(), 10)
+        assert time.monotonic() - started < 6
+        server.start()
+        channel = await asyncio.wait_for(layer.new_channel(), 10)
+        await layer.send(channel, {"type": "after"})
+        assert await receive(layer, channel) == {"type": "after"}
+    finally:
+        server.stop()
+
+
+async def test_a_server_that_stops_answering_is_left_for_a_new_connection():
+    server = RedisServer()
+    try:
+        layer = RedisPubSubChannelLayer(
+            hosts=[{"address": server.url, "socket_timeout": 0.5}],
+            on_disconnect="redis.disconnect",
+        )
+        channel = await layer.new_channel()
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(TimeoutError, match="did not answer in time"):
+                await asyncio.wait_for(layer.new_channel(), 15)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert await receive(layer, channel) == {"type": "redis.disconnect"}
+        await asyncio.sleep(0.5)  # resubscribed on a new connection
+        await layer.send(channel, {"type": "after"})
+        assert await receive(layer, channel, timeout=5) == {"type": "after"}
     finally:
         server.stop()
 

@@ -129,7 +129,7 @@ struct PerProcess {
 
 pub struct Shard {
     source: Source,
-    timeouts: Timeouts,
+    pub timeouts: Timeouts,
     /// What the error messages call this shard: its address, no password.
     pub name: String,
     state: Mutex<PerProcess>,
@@ -308,21 +308,28 @@ impl Shard {
     /// Runs `request` on the shared connection. One that turns out dead (the
     /// server restarted since it was made) or read-only (a failover demoted
     /// its server) is replaced, and the request sent once more: around a
-    /// restart a message may then arrive twice, never zero times.
+    /// restart a message may then arrive twice, never zero times. A cluster
+    /// still settling a slot's owner refused the request without running
+    /// it, so it is sent again until the reply timeout has passed.
     pub async fn run<T: FromRedisValue + Send>(
         &self,
         request: &(impl Request + Sync),
     ) -> Result<T, Failure> {
-        let mut connection = self.shared().await.map_err(|err| self.failed(err))?;
-        let result = match request.send(&mut connection).await {
-            Err(err) if stale(&err) => {
-                self.drop_shared();
-                let mut connection = self.shared().await.map_err(|err| self.failed(err))?;
-                request.send(&mut connection).await
+        let deadline = Instant::now() + self.timeouts.reply;
+        let mut replaced = false;
+        loop {
+            let mut connection = self.shared().await.map_err(|err| self.failed(err))?;
+            match request.send(&mut connection).await {
+                Err(err) if stale(&err) && !replaced => {
+                    self.drop_shared();
+                    replaced = true;
+                }
+                Err(err) if settling(&err) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                result => return result.map_err(|err| self.failed(err)),
             }
-            result => result,
-        };
-        result.map_err(|err| self.failed(err))
+        }
     }
 
     /// Runs a blocking `request` on a connection of its own. It gives up
@@ -431,6 +438,16 @@ impl Request for redis::Pipeline {
     ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
         self.query_async(connection)
     }
+}
+
+/// Whether `err` is a cluster moving a slot or electing a master, which
+/// refuses a command before running it.
+pub fn settling(err: &RedisError) -> bool {
+    use ServerErrorKind::{Ask, ClusterDown, MasterDown, Moved, TryAgain};
+    matches!(
+        err.kind(),
+        ErrorKind::Server(Moved | Ask | TryAgain | ClusterDown | MasterDown)
+    )
 }
 
 /// Whether `err` says the connection is no use any more: closed, or on a

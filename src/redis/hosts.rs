@@ -84,8 +84,12 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
     let timeouts = timeouts(&spec)?;
     if !spec.cluster.is_empty() {
         let cluster = |reply: Option<Duration>| {
+            // redis-rs waits 1.3 s to 11 min between retries by default, so a
+            // blocking pop caught in a failover could stall for minutes.
             let mut builder = ClusterClient::builder(spec.cluster.iter().map(String::as_str))
-                .connection_timeout(timeouts.connect);
+                .connection_timeout(timeouts.connect)
+                .min_retry_wait(50)
+                .max_retry_wait(500);
             if let Some(reply) = reply {
                 builder = builder.response_timeout(reply);
             }

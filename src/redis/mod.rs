@@ -34,7 +34,7 @@ use crate::codec::Serializer;
 use crate::errors::{self, REPLY_CHANNEL_KEY};
 use crate::names;
 use crate::runtime;
-use connections::{stale, unreachable, Shard};
+use connections::{settling, stale, unreachable, Shard};
 use hosts::{shard, HostSpec};
 use local::{Buffered, Inbox, Received};
 use report::ShardReport;
@@ -477,11 +477,11 @@ impl Outage {
     }
 }
 
-/// Whether a receiver should wait and try again: Redis is out of reach, or
-/// its server changed role under it in a failover (which also ends blocked
-/// pops with UNBLOCKED).
+/// Whether a receiver should wait and try again: Redis is out of reach, its
+/// server changed role under it in a failover (which also ends blocked pops
+/// with UNBLOCKED), or a cluster is still settling a slot's owner.
 fn passing(err: &RedisError) -> bool {
-    unreachable(err) || stale(err) || err.code() == Some("UNBLOCKED")
+    unreachable(err) || stale(err) || settling(err) || err.code() == Some("UNBLOCKED")
 }
 
 /// channels_redis's INFO line when group members were full.
@@ -690,6 +690,10 @@ impl RedisCore {
         }
         let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
         if !future.call_method0(intern!(py, "done"))?.is_truthy()? || cancelled {
+            return Ok(());
+        }
+        // A receive that failed took nothing to put back.
+        if !future.call_method0(intern!(py, "exception"))?.is_none() {
             return Ok(());
         }
         let message = future.call_method0(intern!(py, "result"))?;

@@ -20,10 +20,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use redis::RedisError;
+use redis::{RedisError, RedisResult};
 use tokio::sync::{mpsc, oneshot};
 
-use super::connections::Shard;
+use super::connections::{unreachable, Shard};
 use super::hosts::{shard, HostSpec};
 use super::local::{Buffered, Inbox, Received};
 use super::ring::consistent_hash;
@@ -115,10 +115,15 @@ impl Inner {
             let commands = self.commands(&mut state, shard);
             commands.send(Command::Subscribe(name.clone(), done)).ok();
         }
-        let failed = match confirmed.await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(err)) => err,
-            Err(_) => RedisError::from((redis::ErrorKind::Io, "the pub/sub listener stopped")),
+        // While the listener cannot connect, give up after a connect and a
+        // reply timeout, as other commands do; it then skips the name.
+        let timeouts = &self.shards[shard].timeouts;
+        let failed = match tokio::time::timeout(timeouts.connect + timeouts.reply, confirmed).await
+        {
+            Ok(Ok(Ok(()))) => return Ok(()),
+            Ok(Ok(Err(err))) => err,
+            Ok(Err(_)) => RedisError::from((redis::ErrorKind::Io, "the pub/sub listener stopped")),
+            Err(_) => RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)),
         };
         self.lock().subscribers[shard].names.remove(&name);
         Err(self.shards[shard].failed(failed))
@@ -214,6 +219,7 @@ async fn listen(inner: Weak<Inner>, shard: usize, mut commands: mpsc::UnboundedR
         let (pubsub, shard_name) = match connected {
             Ok(connected) => connected,
             Err((name, err)) => {
+                refuse_pending(&mut commands, &err);
                 outage.wait(&name, &err).await;
                 continue;
             }
@@ -227,8 +233,9 @@ async fn listen(inner: Weak<Inner>, shard: usize, mut commands: mpsc::UnboundedR
             .iter()
             .cloned()
             .collect();
+        let reply = layer.shards[shard].timeouts.reply;
         if !names.is_empty() {
-            if let Err(err) = sink.subscribe(&names).await {
+            if let Err(err) = within(reply, sink.subscribe(&names)).await {
                 outage.wait(&shard_name, &err).await;
                 continue;
             }
@@ -243,12 +250,28 @@ async fn listen(inner: Weak<Inner>, shard: usize, mut commands: mpsc::UnboundedR
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::Subscribe(name, done)) => {
-                        done.send(sink.subscribe(&name).await).ok();
+                        let wanted = inner.upgrade().is_some_and(|layer| {
+                            layer.lock().subscribers[shard].names.contains(&name)
+                        });
+                        // Its caller may have given up while we reconnected.
+                        let result = if wanted {
+                            within(reply, sink.subscribe(&name)).await
+                        } else {
+                            Ok(())
+                        };
+                        let lost = result.as_ref().is_err_and(unreachable);
+                        done.send(result).ok();
+                        if lost {
+                            break;
+                        }
                     }
                     Some(Command::Unsubscribe(name, done)) => {
-                        sink.unsubscribe(&name).await.ok();
+                        let result = within(reply, sink.unsubscribe(&name)).await;
                         if let Some(done) = done {
                             done.send(()).ok();
+                        }
+                        if result.is_err_and(|err| unreachable(&err)) {
+                            break;
                         }
                     }
                 },
@@ -257,17 +280,49 @@ async fn listen(inner: Weak<Inner>, shard: usize, mut commands: mpsc::UnboundedR
                         return;
                     };
                     let Some(message) = message else {
-                        log::warn!(target: "channels_rs", "pub/sub connection to Redis at {shard_name} dropped: reconnecting");
-                        dropped = true;
-                        layer.notify(layer.on_disconnect.as_ref());
                         break;
                     };
                     layer.route(message.get_channel_name(), message.get_payload_bytes());
                 }
             }
         }
+        // The connection closed or stopped answering.
+        log::warn!(target: "channels_rs", "pub/sub connection to Redis at {shard_name} dropped: reconnecting");
+        dropped = true;
+        if let Some(layer) = inner.upgrade() {
+            layer.notify(layer.on_disconnect.as_ref());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Without a connection, tells those waiting to subscribe why at once
+/// rather than leave them waiting; what is subscribed already is kept.
+fn refuse_pending(commands: &mut mpsc::UnboundedReceiver<Command>, err: &RedisError) {
+    while let Ok(command) = commands.try_recv() {
+        match command {
+            Command::Subscribe(_, done) => {
+                done.send(Err(err.clone())).ok();
+            }
+            Command::Unsubscribe(_, done) => {
+                if let Some(done) = done {
+                    done.send(()).ok();
+                }
+            }
+        }
+    }
+}
+
+/// `request`, or a timeout error once `limit` has passed: a pub/sub
+/// connection has no reply timeout of its own, and a dead peer would
+/// otherwise hold the listener for ever.
+async fn within<T>(
+    limit: Duration,
+    request: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
 }
 
 #[pyclass(frozen, module = "channels_rs._core")]
