@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import math
 import platform
 import statistics
 import sys
@@ -348,6 +349,10 @@ def chart(path):
         ax.set_yticklabels([row[0] for row in rows])
         ax.invert_yaxis()
         ax.set_xscale("log")
+        # Bars start a decade below the smallest rate: starting them at the
+        # smallest would draw it as nothing and overstate every difference.
+        smallest = min(row[1 + at] for row in rows for at in range(len(columns)))
+        ax.set_xlim(left=10 ** math.floor(math.log10(smallest)))
         ax.set_xlabel("messages or calls per second (log scale)")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
