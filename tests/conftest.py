@@ -48,6 +48,14 @@ def redis():
     server.stop()
 
 
+@pytest.fixture
+def own_redis():
+    """A Redis server for this test alone: to kill, restart or pause."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def cluster():
     """One real Redis Cluster (3 masters, 3 replicas) for the session."""

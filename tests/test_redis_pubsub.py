@@ -180,71 +180,59 @@ async def test_queues_are_bounded_dropping_the_oldest(redis):
         await receive(layer, channel, timeout=0.2)
 
 
-async def test_subscriptions_survive_a_restart_and_consumers_are_told():
-    server = RedisServer()
+async def test_subscriptions_survive_a_restart_and_consumers_are_told(own_redis):
+    layer = RedisPubSubChannelLayer(
+        hosts=[{"address": own_redis.url, "socket_connect_timeout": 0.5}],
+        on_disconnect="redis.disconnect",
+        on_reconnect="redis.reconnect",
+    )
+    channel = await layer.new_channel()
+    await layer.group_add("survivors", channel)
+    own_redis.kill()
+    assert await receive(layer, channel) == {"type": "redis.disconnect"}
+    own_redis.start()
+    assert await receive(layer, channel, timeout=10) == {"type": "redis.reconnect"}
+    await layer.send(channel, {"type": "direct"})
+    await layer.group_send("survivors", {"type": "grouped"})
+    assert await receive(layer, channel) == {"type": "direct"}
+    assert await receive(layer, channel) == {"type": "grouped"}
+
+
+async def test_subscribing_while_redis_is_down_fails_then_recovers(own_redis):
+    own_redis.kill()
+    layer = RedisPubSubChannelLayer(
+        hosts=[{"address": own_redis.url, "socket_connect_timeout": 0.3}]
+    )
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{own_redis.port}"):
+        await asyncio.wait_for(layer.new_channel(), 10)
+    assert time.monotonic() - started < 6
+    own_redis.start()
+    channel = await asyncio.wait_for(layer.new_channel(), 10)
+    await layer.send(channel, {"type": "after"})
+    assert await receive(layer, channel) == {"type": "after"}
+    own_redis.kill()
+    await asyncio.sleep(0.5)  # the listener is trying to reconnect
+    # Unsubscribing needs no answer from a server that is gone.
+    await asyncio.wait_for(layer.flush(), 10)
+
+
+async def test_a_server_that_stops_answering_is_left_for_a_new_connection(own_redis):
+    layer = RedisPubSubChannelLayer(
+        hosts=[{"address": own_redis.url, "socket_timeout": 0.5}],
+        on_disconnect="redis.disconnect",
+    )
+    channel = await layer.new_channel()
+    own_redis.process.send_signal(signal.SIGSTOP)
     try:
-        layer = RedisPubSubChannelLayer(
-            hosts=[{"address": server.url, "socket_connect_timeout": 0.5}],
-            on_disconnect="redis.disconnect",
-            on_reconnect="redis.reconnect",
-        )
-        channel = await layer.new_channel()
-        await layer.group_add("survivors", channel)
-        server.kill()
-        assert await receive(layer, channel) == {"type": "redis.disconnect"}
-        server.start()
-        assert await receive(layer, channel, timeout=10) == {"type": "redis.reconnect"}
-        await layer.send(channel, {"type": "direct"})
-        await layer.group_send("survivors", {"type": "grouped"})
-        assert await receive(layer, channel) == {"type": "direct"}
-        assert await receive(layer, channel) == {"type": "grouped"}
+        with pytest.raises(TimeoutError, match="did not answer in time"):
+            await asyncio.wait_for(layer.new_channel(), 15)
     finally:
-        server.stop()
-
-
-async def test_subscribing_while_redis_is_down_fails_then_recovers():
-    server = RedisServer()
-    server.kill()
-    try:
-        layer = RedisPubSubChannelLayer(
-            hosts=[{"address": server.url, "socket_connect_timeout": 0.3}]
-        )
-        started = time.monotonic()
-        with pytest.raises(ConnectionError, match=f"127.0.0.1:{server.port}"):
-            await asyncio.wait_for(layer.new_channel(), 10)
-        assert time.monotonic() - started < 6
-        server.start()
-        channel = await asyncio.wait_for(layer.new_channel(), 10)
-        await layer.send(channel, {"type": "after"})
-        assert await receive(layer, channel) == {"type": "after"}
-        server.kill()
-        await asyncio.sleep(0.5)  # the listener is trying to reconnect
-        # Unsubscribing needs no answer from a server that is gone.
-        await asyncio.wait_for(layer.flush(), 10)
-    finally:
-        server.stop()
-
-
-async def test_a_server_that_stops_answering_is_left_for_a_new_connection():
-    server = RedisServer()
-    try:
-        layer = RedisPubSubChannelLayer(
-            hosts=[{"address": server.url, "socket_timeout": 0.5}],
-            on_disconnect="redis.disconnect",
-        )
-        channel = await layer.new_channel()
-        server.process.send_signal(signal.SIGSTOP)
-        try:
-            with pytest.raises(TimeoutError, match="did not answer in time"):
-                await asyncio.wait_for(layer.new_channel(), 15)
-        finally:
-            server.process.send_signal(signal.SIGCONT)
-        assert await receive(layer, channel) == {"type": "redis.disconnect"}
-        await asyncio.sleep(0.5)  # resubscribed on a new connection
-        await layer.send(channel, {"type": "after"})
-        assert await receive(layer, channel, timeout=5) == {"type": "after"}
-    finally:
-        server.stop()
+        own_redis.process.send_signal(signal.SIGCONT)
+    assert await receive(layer, channel) == {"type": "redis.disconnect"}
+    await asyncio.sleep(0.5)  # resubscribed on a new connection
+    await layer.send(channel, {"type": "after"})
+    assert await receive(layer, channel, timeout=5) == {"type": "after"}
 
 
 def test_one_subscriber_connection_for_every_loop_and_thread():

@@ -171,12 +171,10 @@ impl Shard {
         let deadline = Instant::now() + self.timeouts.connect;
         let mut pause = Duration::from_millis(25);
         loop {
-            let attempt =
-                tokio::time::timeout_at(deadline.into(), self.connect_once(response_timeout));
-            let err = match attempt.await {
-                Ok(Ok(connection)) => return Ok(connection),
-                Ok(Err(err)) => err,
-                Err(_) => RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+            let left = deadline.saturating_duration_since(Instant::now());
+            let err = match within(left, self.connect_once(response_timeout)).await {
+                Ok(connection) => return Ok(connection),
+                Err(err) => err,
             };
             if !unreachable(&err) || Instant::now() + pause >= deadline {
                 return Err(err);
@@ -242,11 +240,9 @@ impl Shard {
         };
         let mut failure = None;
         for client in clients {
-            let attempt = tokio::time::timeout(self.timeouts.connect, client.get_async_pubsub());
-            match attempt.await {
-                Ok(Ok(pubsub)) => return Ok(pubsub),
-                Ok(Err(err)) => failure = Some(err),
-                Err(_) => failure = Some(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+            match within(self.timeouts.connect, client.get_async_pubsub()).await {
+                Ok(pubsub) => return Ok(pubsub),
+                Err(err) => failure = Some(err),
             }
         }
         Err(failure.expect("a cluster has at least one startup node"))
@@ -438,6 +434,21 @@ impl Request for redis::Pipeline {
     ) -> impl std::future::Future<Output = RedisResult<T>> + Send {
         self.query_async(connection)
     }
+}
+
+/// The error of a wait that ran out of time.
+pub fn timed_out() -> RedisError {
+    std::io::Error::from(std::io::ErrorKind::TimedOut).into()
+}
+
+/// `request`, or `timed_out()` once `limit` has passed.
+pub async fn within<T>(
+    limit: Duration,
+    request: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
 }
 
 /// Whether `err` is a cluster moving a slot or electing a master, which

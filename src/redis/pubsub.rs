@@ -20,10 +20,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use redis::{RedisError, RedisResult};
+use redis::RedisError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::connections::{unreachable, Shard};
+use super::connections::{timed_out, unreachable, within, Shard};
 use super::hosts::{shard, HostSpec};
 use super::local::{Buffered, Inbox, Received};
 use super::ring::consistent_hash;
@@ -123,7 +123,7 @@ impl Inner {
             Ok(Ok(Ok(()))) => return Ok(()),
             Ok(Ok(Err(err))) => err,
             Ok(Err(_)) => RedisError::from((redis::ErrorKind::Io, "the pub/sub listener stopped")),
-            Err(_) => RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+            Err(_) => timed_out(),
         };
         self.lock().subscribers[shard].names.remove(&name);
         Err(self.shards[shard].failed(failed))
@@ -233,6 +233,8 @@ async fn listen(inner: Weak<Inner>, shard: usize, mut commands: mpsc::UnboundedR
             .iter()
             .cloned()
             .collect();
+        // A pub/sub connection has no reply timeout of its own: a dead peer
+        // would hold the listener for ever.
         let reply = layer.shards[shard].timeouts.reply;
         if !names.is_empty() {
             if let Err(err) = within(reply, sink.subscribe(&names)).await {
@@ -311,18 +313,6 @@ fn refuse_pending(commands: &mut mpsc::UnboundedReceiver<Command>, err: &RedisEr
             }
         }
     }
-}
-
-/// `request`, or a timeout error once `limit` has passed: a pub/sub
-/// connection has no reply timeout of its own, and a dead peer would
-/// otherwise hold the listener for ever.
-async fn within<T>(
-    limit: Duration,
-    request: impl std::future::Future<Output = RedisResult<T>>,
-) -> RedisResult<T> {
-    tokio::time::timeout(limit, request)
-        .await
-        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
 }
 
 #[pyclass(frozen, module = "channels_rs._core")]
