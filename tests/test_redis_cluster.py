@@ -8,7 +8,7 @@ import pytest
 from channels.exceptions import ChannelFull
 
 from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
-from conftest import INTEROP_CONFIGS, INTEROP_IDS
+from conftest import INTEROP_CONFIGS, INTEROP_IDS, require_tls
 from redis_cluster import RedisCluster, migrate_slot_of, owner_of, wait_for
 from redis_server import Certificates, command
 
@@ -123,17 +123,19 @@ async def test_expiry(cluster):
 
 
 async def test_tls_and_a_password(tmp_path):
+    require_tls()
     certificates = Certificates(tmp_path)
-    try:
-        own = RedisCluster(masters=3, replicas_per_master=0, tls=certificates)
-    except RuntimeError as error:
-        pytest.skip(f"needs a redis-server built with TLS on PATH: {error}")
+    own = RedisCluster(masters=3, replicas_per_master=0, tls=certificates)
     try:
         own.require_password("cluster-secret")
         nodes = [f"rediss://:cluster-secret@127.0.0.1:{m.port}" for m in own.masters]
-        hosts = [{"cluster": nodes, "ssl_ca_certs": certificates.ca}]
-        for kind in (RedisChannelLayer, RedisPubSubChannelLayer):
-            layer = kind(hosts=hosts)
+        # valkeys:// is TLS as rediss:// is.
+        for kind, scheme in (
+            (RedisChannelLayer, "rediss"),
+            (RedisPubSubChannelLayer, "valkeys"),
+        ):
+            startup = [url.replace("rediss", scheme, 1) for url in nodes]
+            layer = kind(hosts=[{"cluster": startup, "ssl_ca_certs": certificates.ca}])
             channels = [await layer.new_channel() for _ in range(6)]
             for channel in channels:
                 await layer.group_add("tls-room", channel)

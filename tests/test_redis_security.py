@@ -3,11 +3,13 @@ ACL user that may do only what it needs."""
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
-from channels_rs import RedisChannelLayer
-from redis_server import RedisServer, command
+from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
+from redis_cluster import ask
+from redis_server import RedisServer
 
 SECRETS = ("wrong-s3cret", "sentinel-s3cret", "master-s3cret", "fernet-s3cret")
 
@@ -74,22 +76,43 @@ def test_repr_names_the_servers(redis):
     assert_no_secret(repr(layer))
 
 
-# What the layer needs: its scripts and the sorted-set commands they and the
-# receive path run, on its own keys only.
-LAYER_ACL = (
-    "on >layer-pass resetkeys ~asgi* resetchannels -@all "
-    "+evalsha +script|load +bzpopmin +zpopmin +zadd +zrem +scan +del "
-    "+zcount +zrange +zremrangebyscore +expire"
-)
+def readme_acl():
+    """The ACL rules README.md gives the layers' user, with its password."""
+    readme = Path(__file__).parents[1].joinpath("README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("ACL SETUSER"))
+    return [">layer-pass" if rule == ">password" else rule for rule in line.split()[3:]]
 
 
-async def test_runs_as_an_acl_user_with_only_what_it_needs(redis):
-    reply = command(redis.port, "ACL", "SETUSER", "layer", *LAYER_ACL.split())
-    assert reply == b"+OK\r\n"
-    command(redis.port, "SCRIPT", "FLUSH")  # so the layer must load its own
-    layer = RedisChannelLayer(
-        hosts=[f"redis://layer:layer-pass@127.0.0.1:{redis.port}"]
-    )
+@pytest.fixture(params=["server", "sentinel", "cluster"])
+def deployment(request):
+    """Each way of reaching Redis: its servers, and hosts that reach them as
+    the user `layer`."""
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("cluster")
+        nodes = [
+            f"redis://layer:layer-pass@127.0.0.1:{s.port}" for s in cluster.servers
+        ]
+        yield cluster.servers, [{"cluster": nodes}]
+        return
+    redis = request.getfixturevalue("redis")
+    if request.param == "server":
+        yield [redis], [f"redis://layer:layer-pass@127.0.0.1:{redis.port}"]
+        return
+    watcher = RedisServer(monitor=redis)
+    try:
+        sentinel = {
+            "sentinels": [("127.0.0.1", watcher.port)],
+            "master_name": "mymaster",
+            "username": "layer",
+            "password": "layer-pass",
+        }
+        yield [redis], [sentinel]
+    finally:
+        watcher.stop()
+
+
+async def use_both_layers(hosts):
+    layer = RedisChannelLayer(hosts=hosts)
     local = await layer.new_channel()
     await layer.send("acl-normal", {"type": "normal"})
     assert await layer.receive("acl-normal") == {"type": "normal"}
@@ -102,13 +125,33 @@ async def test_runs_as_an_acl_user_with_only_what_it_needs(redis):
     assert await asyncio.wait_for(waiting, 3) == {"type": "blocked"}
     await layer.group_discard("acl-room", local)
     await layer.flush()
-    denied = command(redis.port, "ACL", "LOG")
-    assert b"layer" not in denied, denied
-    # ...and nothing outside its keys.
-    other = RedisChannelLayer(
-        hosts=[f"redis://layer:layer-pass@127.0.0.1:{redis.port}"], prefix="other"
-    )
-    with pytest.raises(Exception, match="NOPERM|permission"):
-        await other.send("chan", {"type": "x"})
-    command(redis.port, "ACL", "DELUSER", "layer")
-    command(redis.port, "ACL", "LOG", "RESET")
+    pubsub = RedisPubSubChannelLayer(hosts=hosts)
+    channel = await pubsub.new_channel()
+    await pubsub.group_add("acl-room", channel)
+    await pubsub.group_send("acl-room", {"type": "published"})
+    assert await asyncio.wait_for(pubsub.receive(channel), 3) == {"type": "published"}
+    await pubsub.flush()
+
+
+async def test_runs_as_an_acl_user_with_only_what_the_readme_grants(deployment):
+    """On Redis 7.0, 7.2+ and Valkey alike: nothing denied (the layers send
+    no CLIENT SETINFO, which 7.0 cannot grant), and nothing outside its keys."""
+    servers, hosts = deployment
+    try:
+        for server in servers:
+            reply = ask(server, "ACL", "SETUSER", "layer", *readme_acl())
+            assert reply == b"+OK\r\n"
+            ask(server, "SCRIPT", "FLUSH")  # so the layer must load its own
+            ask(server, "ACL", "LOG", "RESET")
+        await use_both_layers(hosts)
+        for server in servers:
+            denied = ask(server, "ACL", "LOG")
+            assert b"layer" not in denied, denied
+            assert b"lib-name=redis-rs" not in ask(server, "CLIENT", "LIST")
+        other = RedisChannelLayer(hosts=hosts, prefix="other")
+        with pytest.raises(ConnectionError, match="NoPerm|NOPERM|permission"):
+            await other.send("chan", {"type": "x"})
+    finally:
+        for server in servers:
+            ask(server, "ACL", "DELUSER", "layer")
+            ask(server, "ACL", "LOG", "RESET")

@@ -76,13 +76,16 @@ def hosts_from(urls, cluster, timeout):
 
 
 def describe(info):
-    """ "Redis 7.0.15 (standalone)" from an INFO server text."""
+    """ "Redis 7.0.15 (standalone)" from an INFO server text. Valkey also
+    reports a redis_version (the Redis it is compatible with), and names its
+    mode server_mode."""
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     if "valkey_version" in fields:
         product = f"Valkey {fields['valkey_version']}"
     else:
         product = f"Redis {fields.get('redis_version', '(version unknown)')}"
-    return f"{product} ({fields.get('redis_mode', 'mode unknown')})"
+    mode = fields.get("server_mode") or fields.get("redis_mode") or "mode unknown"
+    return f"{product} ({mode})"
 
 
 async def message_round_trip(layer):
@@ -150,7 +153,8 @@ def main(argv=None):
     parser.add_argument(
         "url",
         nargs="?",
-        help="redis:// or rediss:// URL (default: REDIS_CLUSTER_URL or REDIS_URL)",
+        help="redis://, rediss://, valkey:// or valkeys:// URL "
+        "(default: REDIS_CLUSTER_URL or REDIS_URL)",
     )
     parser.add_argument(
         "--cluster",

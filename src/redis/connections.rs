@@ -10,14 +10,15 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
 use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
+use redis::cluster_async::{ClusterConnection as Cluster, Connect};
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue,
-    RedisError, RedisResult, ServerErrorKind, TlsCertificates,
+    IntoConnectionInfo, RedisError, RedisResult, ServerErrorKind, TlsCertificates,
 };
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+use super::backoff::{paced, Outage};
 use super::sentinel::Watched;
 use super::Failure;
 
@@ -58,14 +59,66 @@ impl Nodes {
     }
 }
 
+/// `info` without the CLIENT SETINFO redis-rs sends on connecting. Redis
+/// 7.0 has no such command, so an ACL line that grants it fails there; and
+/// on Redis 7.2+ and Valkey a user without it would fill ACL LOG with one
+/// denial per connection.
+pub fn quiet(info: ConnectionInfo) -> ConnectionInfo {
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    info.set_redis_settings(settings)
+}
+
 /// A client for `info`, trusting and presenting `certificates` over TLS.
 pub fn client(info: ConnectionInfo, certificates: &TlsCertificates) -> RedisResult<Client> {
+    let info = quiet(info);
     if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
         Client::build_with_tls(info, certificates.clone())
     } else {
         Client::open(info)
     }
 }
+
+/// A connection to one node of a cluster, made the way redis-rs makes its
+/// own, but quiet (no CLIENT SETINFO) and paced while the node refuses.
+#[derive(Clone)]
+pub struct Node(MultiplexedConnection);
+
+impl Connect for Node {
+    fn connect_with_config<'a, T>(info: T, config: AsyncConnectionConfig) -> RedisFuture<'a, Self>
+    where
+        T: IntoConnectionInfo + Send + 'a,
+    {
+        Box::pin(async move {
+            let info = quiet(info.into_connection_info()?);
+            let address = info.addr().to_string();
+            let client = Client::open(info)?;
+            let connecting = client.get_multiplexed_async_connection_with_config(&config);
+            paced(address, connecting).await.map(Node)
+        })
+    }
+}
+
+impl ConnectionLike for Node {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+/// A connection to a whole cluster.
+pub type ClusterConnection = Cluster<Node>;
 
 /// A connection to one server, or to a whole cluster.
 #[derive(Clone)]
@@ -132,6 +185,8 @@ pub struct Shard {
     pub timeouts: Timeouts,
     /// What the error messages call this shard: its address, no password.
     pub name: String,
+    /// Whether, and since when, the shard is out of reach.
+    pub outage: Outage,
     state: Mutex<PerProcess>,
 }
 
@@ -152,6 +207,7 @@ impl Shard {
             source,
             timeouts,
             name,
+            outage: Outage::default(),
             state,
         }
     }
@@ -167,20 +223,25 @@ impl Shard {
 
     /// A new connection, trying again while the server refuses or cannot be
     /// reached (a restart, a failover) until the connect timeout has passed.
+    /// The first attempt goes at once; later ones wait as the shard's outage
+    /// says, which every caller shares.
     async fn connect(&self, response_timeout: Option<Duration>) -> RedisResult<(u64, Connection)> {
         let deadline = Instant::now() + self.timeouts.connect;
-        let mut pause = Duration::from_millis(25);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let err = match within(left, self.connect_once(response_timeout)).await {
                 Ok(connection) => return Ok(connection),
                 Err(err) => err,
             };
-            if !unreachable(&err) || Instant::now() + pause >= deadline {
+            if !unreachable(&err) {
                 return Err(err);
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(400));
+            self.outage.failed(&self.name, &err);
+            let wait = self.outage.wait();
+            if Instant::now() + wait >= deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -198,7 +259,7 @@ impl Shard {
             } else {
                 blocking
             };
-            let connection = client.get_async_connection().await?;
+            let connection = client.get_async_generic_connection::<Node>().await?;
             return Ok((0, Connection::Cluster(connection)));
         }
         let config = AsyncConnectionConfig::new()
@@ -290,15 +351,39 @@ impl Shard {
     }
 
     /// `err` as a Failure naming this shard. A connection that failed that
-    /// way is not used again.
+    /// way is not used again, and the shard counts as out of reach until a
+    /// command succeeds: a connection alone proves nothing (a proxy may
+    /// accept one and hang up).
     pub fn failed(&self, err: RedisError) -> Failure {
-        if err.is_io_error() || err.is_timeout() || stale(&err) {
-            self.drop_shared();
+        if self.broke(&err) {
+            self.outage.failed(&self.name, &err);
         }
+        self.failure(err)
+    }
+
+    fn failure(&self, err: RedisError) -> Failure {
         Failure::Redis {
             shard: self.name.clone(),
             err,
         }
+    }
+
+    /// Whether `err` broke the connection; the shared one is then dropped.
+    fn broke(&self, err: &RedisError) -> bool {
+        let broke = breaks(err);
+        if broke {
+            self.drop_shared();
+        }
+        broke
+    }
+
+    /// How long a receiver that is still wanted waits before it tries again
+    /// after `err`, which counts toward the outage if it broke a connection.
+    pub fn pause_after(&self, err: &RedisError) -> Duration {
+        if breaks(err) {
+            self.outage.failed(&self.name, err);
+        }
+        self.outage.pause()
     }
 
     /// Runs `request` on the shared connection. One that turns out dead (the
@@ -323,7 +408,7 @@ impl Shard {
                 Err(err) if settling(&err) && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                result => return result.map_err(|err| self.failed(err)),
+                result => return self.answered(result).map_err(|err| self.failed(err)),
             }
         }
     }
@@ -340,9 +425,22 @@ impl Shard {
             result = request.send(&mut blocking.connection) => result,
             () = self.moved() => Err(RedisError::from((ErrorKind::Io, "Sentinel named a new master"))),
         };
-        let value = result.map_err(|err| self.failed(err))?;
+        // A blocked pop that broke proves no outage: its receiver may be
+        // gone. If not, it tries again, and connecting tells.
+        let value = self.answered(result).map_err(|err| {
+            self.broke(&err);
+            self.failure(err)
+        })?;
         self.release(blocking);
         Ok(value)
+    }
+
+    /// The result of a request, noting when the shard answers.
+    fn answered<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
+        if result.is_ok() {
+            self.outage.over(&self.name);
+        }
+        result
     }
 
     /// Forgets the shared connection after an error, so the next call reconnects.
@@ -398,7 +496,15 @@ pub fn unreachable(err: &RedisError) -> bool {
     err.is_connection_refusal()
         || err.is_connection_dropped()
         || err.is_timeout()
-        || err.kind() == ErrorKind::MasterNameNotFoundBySentinel
+        || matches!(
+            err.kind(),
+            ErrorKind::MasterNameNotFoundBySentinel | ErrorKind::ClusterConnectionNotFound
+        )
+}
+
+/// Whether `err` means the connection it came on is no use any more.
+fn breaks(err: &RedisError) -> bool {
+    err.is_io_error() || unreachable(err) || stale(err)
 }
 
 /// A command that can be sent again on another connection.

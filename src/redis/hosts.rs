@@ -9,7 +9,7 @@ use redis::cluster::ClusterClient;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult};
 
-use super::connections::{client, Nodes, Shard, Source, Timeouts};
+use super::connections::{client, quiet, Nodes, Shard, Source, Timeouts};
 use super::sentinel::Watched;
 
 /// One `hosts` entry, as the Python side describes it.
@@ -93,7 +93,7 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
             if let Some(reply) = reply {
                 builder = builder.response_timeout(reply);
             }
-            if spec.cluster.iter().any(|url| url.starts_with("rediss:")) {
+            if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
                 builder = builder.certs(certificates.clone());
             }
             builder.build().map_err(bad)
@@ -117,9 +117,14 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
         }
         Some(master) => {
             let node = SentinelNodeConnectionInfo::default()
-                .set_redis_connection_info(info.redis_settings().clone())
+                .set_redis_connection_info(quiet(info).redis_settings().clone())
                 .set_tcp_settings(nodelay);
-            let sentinels: Vec<&str> = spec.sentinels.iter().map(String::as_str).collect();
+            let sentinels = spec
+                .sentinels
+                .iter()
+                .map(|url| url.as_str().into_connection_info().map(quiet))
+                .collect::<RedisResult<Vec<_>>>()
+                .map_err(bad)?;
             let client =
                 SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)
                     .map_err(bad)?;

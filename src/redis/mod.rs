@@ -6,6 +6,7 @@
 //! Redis work on the runtime and returns an asyncio future; the result comes
 //! back through the loop's bridge (see `bridge`).
 
+mod backoff;
 mod connections;
 mod hosts;
 mod local;
@@ -17,10 +18,10 @@ mod ring;
 mod scripts;
 mod sentinel;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyo3::exceptions::{PyAssertionError, PyConnectionError, PyTimeoutError, PyValueError};
 use pyo3::intern;
@@ -99,11 +100,18 @@ struct Inner {
     inbox: Arc<Inbox>,
     /// (local name, shard) pairs a pump is reading.
     pumps: Mutex<HashSet<(String, usize)>>,
+    /// Receives of normal channels under way, by the address of their
+    /// future: set when its receiver gives up, so it pops no more.
+    receiving: Mutex<HashMap<usize, Arc<AtomicBool>>>,
     next_send: AtomicUsize,
     next_receive: AtomicUsize,
 }
 
 impl Inner {
+    fn receiving(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<AtomicBool>>> {
+        self.receiving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn key(&self, name: &str) -> String {
         format!("{}{}", self.prefix, name)
     }
@@ -135,33 +143,39 @@ impl Inner {
     }
 
     /// Pops the next readable message of a normal channel, waiting as long
-    /// as it takes. Unreadable messages are dropped with a log line, so one
-    /// bad message cannot stop a consumer.
+    /// as it takes, or until the receiver is `abandoned` (then `None`).
+    /// Unreadable messages are dropped with a log line, so one bad message
+    /// cannot stop a consumer.
     ///
     /// While Redis is out of reach or failing over it keeps trying: a
     /// receive waits out a restart or failover rather than failing.
-    async fn pop(&self, shard: usize, key: &str) -> Result<Taken, Failure> {
-        let mut outage = Outage::default();
-        loop {
+    async fn pop(
+        &self,
+        shard: usize,
+        key: &str,
+        abandoned: &AtomicBool,
+    ) -> Result<Option<Taken>, Failure> {
+        while !abandoned.load(Ordering::Acquire) {
             let popped = match self.pop_member(shard, key).await {
-                Err(Failure::Redis { shard, err }) if passing(&err) => {
-                    outage.wait(&shard, &err).await;
+                Err(Failure::Redis { err, .. }) if passing(&err) => {
+                    if !abandoned.load(Ordering::Acquire) {
+                        tokio::time::sleep(self.shards[shard].pause_after(&err)).await;
+                    }
                     continue;
                 }
                 popped => popped?,
             };
-            outage.over(&self.shards[shard].name);
             let Some((member, score, backed_up)) = popped else {
                 continue;
             };
             match self.serializer.open(&member) {
                 Ok(opened) => {
-                    return Ok(Taken {
+                    return Ok(Some(Taken {
                         member,
                         score,
                         body: opened.body,
                         backed_up,
-                    });
+                    }));
                 }
                 Err(problem) => {
                     log::error!(target: "channels_rs", "dropped a message on {key} that cannot be read: {problem}");
@@ -171,6 +185,7 @@ impl Inner {
                 }
             }
         }
+        Ok(None)
     }
 
     /// One member, its score and whether it is backed up; `None` when a
@@ -237,7 +252,6 @@ impl Inner {
     async fn pump(self: Arc<Self>, local_name: String, shard: usize) {
         let key = self.key(&local_name);
         let mut idle = false;
-        let mut outage = Outage::default();
         loop {
             if idle {
                 // Decided under the same lock receivers take to start pumps.
@@ -249,7 +263,6 @@ impl Inner {
             }
             match self.pop_local(shard, &key).await {
                 Ok(members) => {
-                    outage.over(&self.shards[shard].name);
                     idle = members.is_empty();
                     for member in members {
                         self.route(member);
@@ -258,11 +271,10 @@ impl Inner {
                 Err(failure) => {
                     // With nobody waiting, the check above ends the pump quietly.
                     idle = true;
-                    if !self.inbox.has_waiters(&local_name) {
-                        continue;
-                    }
-                    if let Failure::Redis { shard, err } = failure {
-                        outage.wait(&shard, &err).await;
+                    if let (true, Failure::Redis { err, .. }) =
+                        (self.inbox.has_waiters(&local_name), failure)
+                    {
+                        tokio::time::sleep(self.shards[shard].pause_after(&err)).await;
                     }
                 }
             }
@@ -453,30 +465,6 @@ impl Inner {
     }
 }
 
-/// A receiver's view of Redis being out of reach: one warning when it
-/// starts, one line when it ends, a pause between attempts.
-#[derive(Default)]
-struct Outage {
-    since: Option<Instant>,
-}
-
-impl Outage {
-    async fn wait(&mut self, shard: &str, err: &RedisError) {
-        if self.since.is_none() {
-            self.since = Some(Instant::now());
-            log::warn!(target: "channels_rs", "receiving from Redis at {shard} failed, trying again until it answers: {err}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    fn over(&mut self, shard: &str) {
-        if let Some(since) = self.since.take() {
-            let seconds = since.elapsed().as_secs_f64();
-            log::warn!(target: "channels_rs", "receiving from Redis at {shard} works again after {seconds:.1} s");
-        }
-    }
-}
-
 /// Whether a receiver should wait and try again: Redis is out of reach, its
 /// server changed role under it in a failover (which also ends blocked pops
 /// with UNBLOCKED), or a cluster is still settling a slot's owner.
@@ -583,6 +571,7 @@ impl RedisCore {
                 serializer.get().clone(),
             )),
             pumps: Mutex::new(HashSet::new()),
+            receiving: Mutex::new(HashMap::new()),
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
         };
@@ -634,10 +623,17 @@ impl RedisCore {
         let key = inner.key(&name);
         let (future, queue) = bridge::pending(py)?;
         let target = future.clone().unbind();
+        // The task holds the future, so its address is not reused meanwhile.
+        let id = future.as_ptr() as usize;
+        let abandoned = Arc::new(AtomicBool::new(false));
+        inner.receiving().insert(id, Arc::clone(&abandoned));
         let inner = Arc::clone(inner);
         runtime::spawn(async move {
-            let taken = match inner.pop(shard, &key).await {
-                Ok(taken) => taken,
+            let taken = inner.pop(shard, &key, &abandoned).await;
+            inner.receiving().remove(&id);
+            let taken = match taken {
+                Ok(Some(taken)) => taken,
+                Ok(None) => return,
                 Err(failure) => {
                     let outcome: Outcome = Box::new(move |py| Err(failure.into_py(py)));
                     queue.push(Completion {
@@ -687,6 +683,8 @@ impl RedisCore {
         let local = channel.contains('!');
         if local {
             self.inner.inbox.unwait(channel, future);
+        } else if let Some(abandoned) = self.inner.receiving().get(&(future.as_ptr() as usize)) {
+            abandoned.store(true, Ordering::Release);
         }
         let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
         if !future.call_method0(intern!(py, "done"))?.is_truthy()? || cancelled {

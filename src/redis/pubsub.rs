@@ -20,6 +20,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use redis::aio::PubSubSink;
 use redis::RedisError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,7 +28,7 @@ use super::connections::{timed_out, unreachable, within, Shard};
 use super::hosts::{shard, HostSpec};
 use super::local::{Buffered, Inbox, Received};
 use super::ring::consistent_hash;
-use super::{block, none, spawn, Failure, Outage, Work};
+use super::{block, none, spawn, Failure, Work};
 use crate::codec::Serializer;
 use crate::{errors, names, runtime};
 
@@ -201,100 +202,174 @@ impl Inner {
 
 /// A shard's subscriber task: owns the connection, applies commands,
 /// routes messages, and reconnects (subscribing to everything again) when
-/// the connection drops. Ends with the layer.
+/// the connection drops. With nothing subscribed it holds no connection.
+/// Ends with the layer.
 async fn listen(inner: Weak<Inner>, shard: usize, mut commands: mpsc::UnboundedReceiver<Command>) {
-    let mut outage = Outage::default();
     let mut dropped = false;
+    // A command that came while nothing was subscribed, to apply once connected.
+    let mut waiting = None;
     loop {
+        let Some(names) = subscribed(&inner, shard) else {
+            return;
+        };
+        if names.is_empty() && waiting.is_none() {
+            match commands.recv().await {
+                None => return,
+                // Nothing is subscribed on a connection not held.
+                Some(Command::Unsubscribe(_, done)) => {
+                    done.map(|done| done.send(()));
+                }
+                Some(command) => waiting = Some(command),
+            }
+            continue;
+        }
         let connected = {
             let Some(layer) = inner.upgrade() else {
                 return;
             };
             let source = &layer.shards[shard];
             match source.subscriber().await {
-                Ok(pubsub) => Ok((pubsub, source.name.clone())),
-                Err(err) => Err((source.name.clone(), err)),
+                Ok(pubsub) => Ok((pubsub, source.name.clone(), source.timeouts.reply)),
+                Err(err) => {
+                    source.outage.failed(&source.name, &err);
+                    Err((err, source.outage.pause()))
+                }
             }
         };
-        let (pubsub, shard_name) = match connected {
+        let (pubsub, shard_name, reply) = match connected {
             Ok(connected) => connected,
-            Err((name, err)) => {
+            Err((err, pause)) => {
+                refuse(waiting.take(), &err);
                 refuse_pending(&mut commands, &err);
-                outage.wait(&name, &err).await;
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };
         let (mut sink, mut stream) = pubsub.split();
-        let Some(layer) = inner.upgrade() else {
-            return;
-        };
-        let names: Vec<String> = layer.lock().subscribers[shard]
-            .names
-            .iter()
-            .cloned()
-            .collect();
         // A pub/sub connection has no reply timeout of its own: a dead peer
         // would hold the listener for ever.
-        let reply = layer.shards[shard].timeouts.reply;
         if !names.is_empty() {
             if let Err(err) = within(reply, sink.subscribe(&names)).await {
-                outage.wait(&shard_name, &err).await;
+                if !unreachable(&err) {
+                    // Refused (an ACL, say): those waiting hear why.
+                    refuse(waiting.take(), &err);
+                    refuse_pending(&mut commands, &err);
+                }
+                let Some(layer) = inner.upgrade() else {
+                    return;
+                };
+                layer.shards[shard].outage.failed(&shard_name, &err);
+                let pause = layer.shards[shard].outage.pause();
+                drop(layer);
+                tokio::time::sleep(pause).await;
                 continue;
             }
+            let Some(layer) = inner.upgrade() else {
+                return;
+            };
+            layer.shards[shard].outage.over(&shard_name);
+            if dropped {
+                layer.notify(layer.on_reconnect.as_ref());
+            }
         }
-        outage.over(&shard_name);
-        if dropped {
-            layer.notify(layer.on_reconnect.as_ref());
-        }
-        drop(layer);
-        loop {
+        dropped = false;
+        let mut lost = match waiting.take() {
+            Some(command) => apply(&inner, shard, &mut sink, reply, command).await,
+            None => false,
+        };
+        while !lost {
             tokio::select! {
                 command = commands.recv() => match command {
                     None => return,
-                    Some(Command::Subscribe(name, done)) => {
-                        let wanted = inner.upgrade().is_some_and(|layer| {
-                            layer.lock().subscribers[shard].names.contains(&name)
-                        });
-                        // Its caller may have given up while we reconnected.
-                        let result = if wanted {
-                            within(reply, sink.subscribe(&name)).await
-                        } else {
-                            Ok(())
-                        };
-                        let lost = result.as_ref().is_err_and(unreachable);
-                        done.send(result).ok();
-                        if lost {
-                            break;
-                        }
-                    }
-                    Some(Command::Unsubscribe(name, done)) => {
-                        let result = within(reply, sink.unsubscribe(&name)).await;
-                        if let Some(done) = done {
-                            done.send(()).ok();
-                        }
-                        if result.is_err_and(|err| unreachable(&err)) {
-                            break;
-                        }
-                    }
+                    Some(command) => lost = apply(&inner, shard, &mut sink, reply, command).await,
                 },
                 message = stream.next() => {
                     let Some(layer) = inner.upgrade() else {
                         return;
                     };
                     let Some(message) = message else {
-                        break;
+                        lost = true;
+                        continue;
                     };
                     layer.route(message.get_channel_name(), message.get_payload_bytes());
                 }
             }
+            if !lost && subscribed(&inner, shard).is_some_and(|names| names.is_empty()) {
+                // Nothing left to listen for: let the connection go.
+                break;
+            }
         }
-        // The connection closed or stopped answering.
-        log::warn!(target: "channels_rs", "pub/sub connection to Redis at {shard_name} dropped: reconnecting");
-        dropped = true;
-        if let Some(layer) = inner.upgrade() {
-            layer.notify(layer.on_disconnect.as_ref());
+        if lost {
+            // The connection closed or stopped answering.
+            log::warn!(target: "channels_rs", "pub/sub connection to Redis at {shard_name} dropped: reconnecting");
+            dropped = true;
+            if let Some(layer) = inner.upgrade() {
+                layer.notify(layer.on_disconnect.as_ref());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The names subscribed on `shard`, or None once the layer is gone.
+fn subscribed(inner: &Weak<Inner>, shard: usize) -> Option<Vec<String>> {
+    let layer = inner.upgrade()?;
+    let names = layer.lock().subscribers[shard]
+        .names
+        .iter()
+        .cloned()
+        .collect();
+    Some(names)
+}
+
+/// Applies `command` on the connection; whether the connection was lost.
+async fn apply(
+    inner: &Weak<Inner>,
+    shard: usize,
+    sink: &mut PubSubSink,
+    reply: Duration,
+    command: Command,
+) -> bool {
+    match command {
+        Command::Subscribe(name, done) => {
+            let layer = inner.upgrade();
+            let wanted = layer
+                .as_ref()
+                .is_some_and(|layer| layer.lock().subscribers[shard].names.contains(&name));
+            // Its caller may have given up while we reconnected.
+            let result = if wanted {
+                within(reply, sink.subscribe(&name)).await
+            } else {
+                Ok(())
+            };
+            if let (Some(layer), true) = (layer, wanted && result.is_ok()) {
+                let source = &layer.shards[shard];
+                source.outage.over(&source.name);
+            }
+            let lost = result.as_ref().is_err_and(unreachable);
+            done.send(result).ok();
+            lost
+        }
+        Command::Unsubscribe(name, done) => {
+            let result = within(reply, sink.unsubscribe(&name)).await;
+            if let Some(done) = done {
+                done.send(()).ok();
+            }
+            result.is_err_and(|err| unreachable(&err))
+        }
+    }
+}
+
+/// Tells the caller of a command that could not be applied why.
+fn refuse(command: Option<Command>, err: &RedisError) {
+    match command {
+        Some(Command::Subscribe(_, done)) => {
+            done.send(Err(err.clone())).ok();
+        }
+        Some(Command::Unsubscribe(_, Some(done))) => {
+            done.send(()).ok();
+        }
+        _ => {}
     }
 }
 
@@ -302,16 +377,7 @@ async fn listen(inner: Weak<Inner>, shard: usize, mut commands: mpsc::UnboundedR
 /// rather than leave them waiting; what is subscribed already is kept.
 fn refuse_pending(commands: &mut mpsc::UnboundedReceiver<Command>, err: &RedisError) {
     while let Ok(command) = commands.try_recv() {
-        match command {
-            Command::Subscribe(_, done) => {
-                done.send(Err(err.clone())).ok();
-            }
-            Command::Unsubscribe(_, done) => {
-                if let Some(done) = done {
-                    done.send(()).ok();
-                }
-            }
-        }
+        refuse(Some(command), err);
     }
 }
 
