@@ -164,6 +164,7 @@ print("exiting")
 
 
 def test_nothing_is_printed_once_the_servers_are_gone():
+    redis_server.server_binary()  # Missing, if the program would find none
     tests = str(Path(__file__).parent)
     program = PROGRAM.format(tests=tests, family=redis_server.current())
     done = subprocess.run(
