@@ -322,29 +322,49 @@ class QuickPops(RedisChannelLayer):
 
 
 def blocked_pops(redis):
-    return command(redis.port, "CLIENT", "LIST").count(b"cmd=bzpopmin")
+    """How many connections wait in a blocking pop now."""
+    info = command(redis.port, "INFO", "clients").decode()
+    return int(re.search(r"blocked_clients:(\d+)", info).group(1))
+
+
+def pops_issued(redis):
+    """How many blocking pops the server has run."""
+    stats = command(redis.port, "INFO", "commandstats").decode()
+    found = re.search(r"cmdstat_bzpopmin:calls=(\d+)", stats)
+    return int(found.group(1)) if found else 0
 
 
 async def test_idle_receiving_stops_after_the_block_timeout():
-    """Nothing keeps popping for a process that stopped receiving."""
+    """Nothing keeps popping for a process that stopped receiving, nor for a
+    receive that was given up."""
     redis = RedisServer()  # its own: other tests' layers may still be popping
-    layer = QuickPops(hosts=[redis.url])
-    channel = await layer.new_channel()
-    await layer.send(channel, {"type": "one"})
-    await layer.send("normal", {"type": "two"})
-    assert await receive(layer, channel) == {"type": "one"}
-    assert await receive(layer, "normal") == {"type": "two"}
-    deadline = time.monotonic() + 2
-    while blocked_pops(redis):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    # Nobody pops any more: the next message stays in Redis.
-    await layer.send(channel, {"type": "three"})
-    await asyncio.sleep(0.5)
-    queue = f"asgispecific.{layer.client_prefix}!"
-    assert command(redis.port, "ZCARD", queue) == b":1\r\n"
-    assert await receive(layer, channel) == {"type": "three"}
-    redis.stop()
+    try:
+        layer = QuickPops(hosts=[redis.url])
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "one"})
+        await layer.send("normal", {"type": "two"})
+        assert await receive(layer, channel) == {"type": "one"}
+        assert await receive(layer, "normal") == {"type": "two"}
+        with pytest.raises(asyncio.TimeoutError):
+            await receive(layer, "given-up", timeout=0.1)
+        deadline = time.monotonic() + 2
+        while blocked_pops(redis):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        issued = pops_issued(redis)
+        await asyncio.sleep(3 * QuickPops.brpop_timeout)
+        assert pops_issued(redis) == issued
+        # Nobody pops any more: the next messages stay in Redis.
+        await layer.send(channel, {"type": "three"})
+        await layer.send("given-up", {"type": "four"})
+        await asyncio.sleep(0.5)
+        queue = f"asgispecific.{layer.client_prefix}!"
+        assert command(redis.port, "ZCARD", queue) == b":1\r\n"
+        assert command(redis.port, "ZCARD", "asgigiven-up") == b":1\r\n"
+        assert await receive(layer, channel) == {"type": "three"}
+        assert await receive(layer, "given-up") == {"type": "four"}
+    finally:
+        redis.stop()
 
 
 async def test_wrong_encryption_key_drops_the_message_with_a_log(redis, caplog):
