@@ -281,7 +281,14 @@ async fn listen(inner: Weak<Inner>, shard: usize, mut commands: mpsc::UnboundedR
             tokio::select! {
                 command = commands.recv() => match command {
                     None => return,
-                    Some(command) => lost = apply(&inner, shard, &mut sink, reply, command).await,
+                    Some(command) => {
+                        let unsubscribing = matches!(command, Command::Unsubscribe(..));
+                        lost = apply(&inner, shard, &mut sink, reply, command).await;
+                        if unsubscribing && !lost && nothing_subscribed(&inner, shard) {
+                            // Nothing left to listen for: let the connection go.
+                            break;
+                        }
+                    }
                 },
                 message = stream.next() => {
                     let Some(layer) = inner.upgrade() else {
@@ -293,10 +300,6 @@ async fn listen(inner: Weak<Inner>, shard: usize, mut commands: mpsc::UnboundedR
                     };
                     layer.route(message.get_channel_name(), message.get_payload_bytes());
                 }
-            }
-            if !lost && subscribed(&inner, shard).is_some_and(|names| names.is_empty()) {
-                // Nothing left to listen for: let the connection go.
-                break;
             }
         }
         if lost {
@@ -320,6 +323,13 @@ fn subscribed(inner: &Weak<Inner>, shard: usize) -> Option<Vec<String>> {
         .cloned()
         .collect();
     Some(names)
+}
+
+/// Whether the layer, if it is still there, has nothing subscribed on `shard`.
+fn nothing_subscribed(inner: &Weak<Inner>, shard: usize) -> bool {
+    inner
+        .upgrade()
+        .is_some_and(|layer| layer.lock().subscribers[shard].names.is_empty())
 }
 
 /// Applies `command` on the connection; whether the connection was lost.
