@@ -1,6 +1,7 @@
 import asyncio
 import collections
 import os
+import time
 
 import channels.layers
 import pytest
@@ -81,14 +82,26 @@ def require_tls():
     )
 
 
+async def receive(layer, channel, timeout=5):
+    """The next message on `channel`, or asyncio.TimeoutError."""
+    return await asyncio.wait_for(layer.receive(channel), timeout)
+
+
 async def group_round_trip(layer):
     """A message through a group to a new channel, then the layer flushed."""
     channel = await layer.new_channel()
     await layer.group_add("round-trip", channel)
     await layer.group_send("round-trip", {"type": "went.round"})
-    got = await asyncio.wait_for(layer.receive(channel), 3)
-    assert got == {"type": "went.round"}
+    assert await receive(layer, channel) == {"type": "went.round"}
     await layer.flush()
+
+
+async def until(check, what, timeout=10):
+    """redis_server.wait_for for async tests: the loop runs meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 # Serializer settings interop tests run with, ours and channels_redis's alike.
@@ -140,6 +153,15 @@ def own_redis():
     server = RedisServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def shards():
+    """Three Redis servers for the session, to shard over."""
+    servers = [RedisServer() for _ in range(3)]
+    yield servers
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

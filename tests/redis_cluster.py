@@ -4,7 +4,7 @@ loopback ports, put together with CLUSTER commands (no redis-cli needed)."""
 import re
 import time
 
-from redis_server import RedisServer, command, free_port
+from redis_server import RedisServer, command, free_port, wait_for
 
 SLOTS = 16384
 CLUSTER_OPTIONS = (
@@ -15,14 +15,6 @@ CLUSTER_OPTIONS = (
     "--cluster-node-timeout",
     "2000",
 )
-
-
-def wait_for(check, what, timeout=20):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def reply_text(reply):
@@ -164,9 +156,10 @@ def owner_of(cluster, key):
     return next(server for owns, _, server in masters if owns)
 
 
-def migrate_slot_of(cluster, key):
+def migrate_slot_of(cluster, key, dwell=0.0):
     """Moves the slot holding `key` to another master, keys and all, the way
-    redis-cli --cluster reshard does (IMPORTING/MIGRATING, MIGRATE, NODE)."""
+    redis-cli --cluster reshard does (IMPORTING/MIGRATING, MIGRATE, NODE),
+    resting `dwell` seconds at each step, so traffic meets every state."""
     wait_for(cluster.settled, "every node to agree on who serves what")
     slot, masters = masters_by_slot(cluster, key)
     (_, source_id, source), *_ = [m for m in masters if m[0]]
@@ -174,6 +167,7 @@ def migrate_slot_of(cluster, key):
     command(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
     command(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
     while True:
+        time.sleep(dwell)
         keys = keys_in(command(source.port, "CLUSTER", "GETKEYSINSLOT", slot, 100))
         if not keys:
             break

@@ -106,16 +106,33 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def command(port, *words, timeout=1.0, tls=None):
-    """Send one command (str or bytes words) in RESP and return the raw reply;
-    `tls` is an
-    ssl.SSLContext for a TLS port."""
+def wait_for(check, what, timeout=20):
+    """Polls `check` until it is true; fails naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def resp(*words):
+    """`words` (str or bytes) as one RESP command."""
     parts = [w if isinstance(w, bytes) else str(w).encode() for w in words]
     request = b"*%d\r\n" % len(parts)
-    request += b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+    return request + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
+def command(port, *words, timeout=1.0, tls=None, password=None, db=None):
+    """Send one command and return the raw reply; `tls` is an ssl.SSLContext
+    for a TLS port, `password` is sent with AUTH and `db` with SELECT first."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
         connection = tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
-        connection.sendall(request)
+        for first in (("AUTH", password), ("SELECT", db)):
+            if first[1] is not None:
+                connection.sendall(resp(*first))
+                reply = connection.recv(65536)
+                assert reply == b"+OK\r\n", reply
+        connection.sendall(resp(*words))
         return connection.recv(65536)
 
 

@@ -1,8 +1,10 @@
 """What every channels-rs layer does alike, run on each of them: the
 in-memory layer, and Redis and Redis pub/sub, each on one server and on a
-cluster."""
+cluster. Layers whose channels keep messages until someone receives them
+(all but pub/sub) share more: normal channels and capacity."""
 
 import asyncio
+import logging
 
 import pytest
 
@@ -12,26 +14,42 @@ from channels_rs import (
     RedisChannelLayer,
     RedisPubSubChannelLayer,
 )
+from conftest import receive
+
+QUEUED = ["memory", "redis", "cluster"]
 
 
-@pytest.fixture(params=["memory", "redis", "pubsub", "cluster", "pubsub-cluster"])
-async def layer(request):
-    if request.param == "memory":
-        layer = InMemoryChannelLayer()
+def make(request, kind, **config):
+    """The layer `kind` names, with `config`."""
+    if kind == "memory":
+        return InMemoryChannelLayer(**config)
+    if kind.endswith("cluster"):
+        hosts = [{"cluster": request.getfixturevalue("cluster").urls}]
     else:
-        if request.param.endswith("cluster"):
-            hosts = [{"cluster": request.getfixturevalue("cluster").urls}]
-        else:
-            hosts = [request.getfixturevalue("redis").url]
-        pubsub = request.param.startswith("pubsub")
-        kind = RedisPubSubChannelLayer if pubsub else RedisChannelLayer
-        layer = kind(hosts=hosts, prefix="behaviour")
+        hosts = [request.getfixturevalue("redis").url]
+    layer = RedisPubSubChannelLayer if kind.startswith("pubsub") else RedisChannelLayer
+    return layer(hosts=hosts, prefix="behaviour", **config)
+
+
+@pytest.fixture(params=[*QUEUED, "pubsub", "pubsub-cluster"])
+async def layer(request):
+    layer = make(request, request.param)
     yield layer
     await layer.flush()
 
 
-async def receive(layer, channel):
-    return await asyncio.wait_for(layer.receive(channel), 3)
+@pytest.fixture(params=QUEUED)
+async def queued(request):
+    """Makes layers whose channels hold messages until received."""
+    made = []
+
+    def factory(**config):
+        made.append(make(request, request.param, **config))
+        return made[-1]
+
+    yield factory
+    for layer in made:
+        await layer.flush()
 
 
 async def test_extensions(layer):
@@ -90,3 +108,61 @@ async def test_usable_after_flush(layer):
     channel = await layer.new_channel()
     await layer.send(channel, {"type": "after.flush"})
     assert await receive(layer, channel) == {"type": "after.flush"}
+
+
+# Layers whose channels hold messages until someone receives them
+
+
+async def test_normal_channels_keep_order_and_wait_for_receivers(queued):
+    layer = queued()
+    for n in range(20):
+        await layer.send("behaviour-normal", {"type": "m", "n": n})
+    got = [(await receive(layer, "behaviour-normal"))["n"] for _ in range(20)]
+    assert got == list(range(20))
+    waiting = asyncio.ensure_future(layer.receive("behaviour-later"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await layer.send("behaviour-later", {"type": "late"})
+    assert await asyncio.wait_for(waiting, 3) == {"type": "late"}
+
+
+async def test_groups_reach_normal_and_process_local_members(queued):
+    layer = queued()
+    local = [await layer.new_channel(prefix=f"p{n}") for n in range(3)]
+    normal = [f"behaviour-member-{n}" for n in range(3)]
+    for member in local + normal:
+        await layer.group_add("behaviour-mixed", member)
+    await layer.group_discard("behaviour-mixed", normal[0])
+    await layer.group_send("behaviour-mixed", {"type": "hello"})
+    for member in local + normal[1:]:
+        assert await receive(layer, member) == {"type": "hello"}
+    with pytest.raises(asyncio.TimeoutError):
+        await receive(layer, normal[0], timeout=0.2)
+
+
+async def test_group_send_skips_full_members(queued, caplog):
+    """Full members, normal and process-local of another prefix, miss the
+    message; the others get it; the Redis layers say so at INFO."""
+    layer = queued(capacity=1)
+    full = [f"behaviour-full-{n}" for n in range(6)] + [
+        await layer.new_channel(prefix="busy")
+    ]
+    idle = await layer.new_channel()
+    for member in full:
+        await layer.send(member, {"type": "first"})
+    for member in full + [idle]:
+        await layer.group_add("behaviour-crowd", member)
+    with caplog.at_level(logging.INFO, logger="channels_rs"):
+        await layer.group_send("behaviour-crowd", {"type": "broadcast"})
+    assert await receive(layer, idle) == {"type": "broadcast"}
+    for member in full:
+        assert await receive(layer, member) == {"type": "first"}
+        with pytest.raises(asyncio.TimeoutError):
+            await receive(layer, member, timeout=0.05)
+    if isinstance(layer, RedisChannelLayer):
+        lines = [
+            r.getMessage()
+            for r in caplog.records
+            if "behaviour-crowd" in r.getMessage()
+        ]
+        assert lines == ["7 of 8 channels over capacity in group behaviour-crowd"]

@@ -286,17 +286,6 @@ async def test_channel_capacity_patterns_first_match_wins(layer_class, request):
     assert layer.get_capacity("small.x") == 1
 
 
-async def test_group_send_skips_full_members(layer):
-    await layer.group_add("room", "busy")
-    await layer.group_add("room", "idle")
-    for n in range(3):
-        await layer.send("busy", {"type": "m", "n": n})
-    await layer.group_send("room", {"type": "broadcast"})
-    assert await layer.receive("idle") == {"type": "broadcast"}
-    assert [(await layer.receive("busy"))["type"] for _ in range(3)] == ["m"] * 3
-    await nothing_within(layer.receive("busy"))
-
-
 # Expiry
 
 

@@ -2,7 +2,6 @@
 real channels_redis on the same server (a mixed fleet during a migration)."""
 
 import asyncio
-import math
 import os
 import re
 import socket
@@ -16,7 +15,7 @@ from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as UpstreamLayer
 
 from channels_rs import InvalidMessage, RedisChannelLayer
-from conftest import INTEROP_CONFIGS, INTEROP_IDS
+from conftest import receive
 from redis_server import RedisServer, command
 
 
@@ -33,10 +32,6 @@ def keys(redis):
     )
 
 
-async def receive(layer, channel, timeout=3):
-    return await asyncio.wait_for(layer.receive(channel), timeout)
-
-
 async def test_send_receive_and_keys_in_redis(layer, redis):
     await layer.send("http.request", {"type": "http.request", "body": b"\x00\x01"})
     assert keys(redis) == [b"asgihttp.request"]
@@ -44,21 +39,6 @@ async def test_send_receive_and_keys_in_redis(layer, redis):
         "type": "http.request",
         "body": b"\x00\x01",
     }
-
-
-async def test_fifo(layer):
-    for n in range(30):
-        await layer.send("ordered", {"type": "m", "n": n})
-    assert [(await receive(layer, "ordered"))["n"] for _ in range(30)] == list(
-        range(30)
-    )
-
-
-async def test_receive_waits_for_a_later_send(layer):
-    receiver = asyncio.create_task(receive(layer, "later"))
-    await asyncio.sleep(0.05)
-    await layer.send("later", {"type": "late"})
-    assert await receiver == {"type": "late"}
 
 
 async def test_process_local_channels(layer, redis):
@@ -78,18 +58,6 @@ async def test_receiving_another_instances_channel_is_refused(layer, redis):
         await layer.receive(await other.new_channel())
 
 
-async def test_groups(layer):
-    members = [await layer.new_channel() for _ in range(3)] + ["worker.normal"]
-    for member in members:
-        await layer.group_add("room", member)
-    await layer.group_discard("room", members[1])
-    await layer.group_send("room", {"type": "hello"})
-    for member in (members[0], members[2], "worker.normal"):
-        assert await receive(layer, member) == {"type": "hello"}
-    with pytest.raises(asyncio.TimeoutError):
-        await receive(layer, members[1], timeout=0.3)
-
-
 async def test_capacity(redis):
     layer = RedisChannelLayer(
         hosts=[redis.url], capacity=2, channel_capacity={"big.*": 3}
@@ -102,19 +70,6 @@ async def test_capacity(redis):
         await layer.send("big.one", {"type": "x"})
     with pytest.raises(ChannelFull):
         await layer.send("big.one", {"type": "x"})
-    await layer.flush()
-
-
-async def test_group_send_skips_full_members_and_logs(redis, caplog):
-    layer = RedisChannelLayer(hosts=[redis.url], capacity=1)
-    await layer.group_add("room", "busy")
-    await layer.group_add("room", "idle")
-    await layer.send("busy", {"type": "first"})
-    with caplog.at_level("INFO", logger="channels_rs"):
-        await layer.group_send("room", {"type": "broadcast"})
-    assert "1 of 2 channels over capacity in group room" in caplog.text
-    assert await receive(layer, "idle") == {"type": "broadcast"}
-    assert await receive(layer, "busy") == {"type": "first"}
     await layer.flush()
 
 
@@ -188,58 +143,6 @@ async def test_unreachable_server_is_a_clear_connection_error():
 
 
 # Interop with channels_redis on the same server
-
-
-@pytest.fixture(params=INTEROP_CONFIGS, ids=INTEROP_IDS)
-def pair(request, redis):
-    config = {"hosts": [redis.url], **request.param}
-    return RedisChannelLayer(**config), UpstreamLayer(**config)
-
-
-async def test_interop_normal_channels(pair):
-    ours, theirs = pair
-    await theirs.send("mixed", {"type": "from.python", "n": 1})
-    assert await receive(ours, "mixed") == {"type": "from.python", "n": 1}
-    await ours.send("mixed", {"type": "from.rust", "n": 2})
-    assert await receive(theirs, "mixed") == {"type": "from.rust", "n": 2}
-    await ours.flush()
-
-
-async def test_interop_process_local_channels(pair):
-    ours, theirs = pair
-    our_channel, their_channel = await ours.new_channel(), await theirs.new_channel()
-    await theirs.send(our_channel, {"type": "to.rust"})
-    await ours.send(their_channel, {"type": "to.python"})
-    assert await receive(ours, our_channel) == {"type": "to.rust"}
-    assert await receive(theirs, their_channel) == {"type": "to.python"}
-    await ours.flush()
-
-
-async def test_interop_special_floats(pair):
-    """Python's json writes NaN and Infinity (not JSON); they must arrive."""
-    ours, theirs = pair
-    our_channel, their_channel = await ours.new_channel(), await theirs.new_channel()
-    message = {"type": "floats", "v": [math.nan, math.inf, -math.inf], "s": 'NaN "x'}
-    await theirs.send(our_channel, message)
-    await ours.send(their_channel, message)
-    for got in (await receive(ours, our_channel), await receive(theirs, their_channel)):
-        assert math.isnan(got["v"][0])
-        assert got["v"][1:] == [math.inf, -math.inf]
-        assert got["s"] == 'NaN "x'
-    await ours.flush()
-
-
-async def test_interop_groups_with_members_of_both(pair):
-    ours, theirs = pair
-    our_channel, their_channel = await ours.new_channel(), await theirs.new_channel()
-    await ours.group_add("mixed-room", our_channel)
-    await theirs.group_add("mixed-room", their_channel)
-    await ours.group_send("mixed-room", {"type": "from.rust"})
-    await theirs.group_send("mixed-room", {"type": "from.python"})
-    for layer, channel in ((ours, our_channel), (theirs, their_channel)):
-        got = [await receive(layer, channel) for _ in range(2)]
-        assert sorted(m["type"] for m in got) == ["from.python", "from.rust"]
-    await ours.flush()
 
 
 async def test_interop_bytes_are_identical(redis):

@@ -14,7 +14,7 @@ from asgiref.sync import async_to_sync
 from channels_redis.pubsub import RedisPubSubChannelLayer as UpstreamPubSub
 
 from channels_rs import RedisPubSubChannelLayer
-from conftest import INTEROP_CONFIGS, INTEROP_IDS
+from conftest import INTEROP_CONFIGS, INTEROP_IDS, receive
 from redis_server import RedisServer, command
 
 LAYERS = {"rs": RedisPubSubChannelLayer, "upstream": UpstreamPubSub}
@@ -25,10 +25,6 @@ async def layer(request, redis):
     layer = LAYERS[request.param](hosts=[redis.url])
     yield layer
     await layer.flush()
-
-
-async def receive(layer, channel, timeout=3):
-    return await asyncio.wait_for(layer.receive(channel), timeout)
 
 
 async def subscribed(redis, name, count=1):

@@ -1,7 +1,6 @@
 """What channels_redis's own test suite checks, on our layer (our words)."""
 
 import asyncio
-import logging
 import random
 
 import pytest
@@ -9,6 +8,7 @@ from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 
 from channels_rs import RedisChannelLayer
+from conftest import receive
 
 
 @pytest.fixture
@@ -16,10 +16,6 @@ async def layer(redis):
     layer = RedisChannelLayer(hosts=[redis.url], capacity=3)
     yield layer
     await layer.flush()
-
-
-async def receive(layer, channel, timeout=3):
-    return await asyncio.wait_for(layer.receive(channel), timeout)
 
 
 def test_receives_in_two_event_loops(redis):
@@ -53,32 +49,6 @@ async def test_groups_of_channels_with_one_prefix(layer):
     await layer.group_send("test-group", {"type": "message.1"})
     for channel in channels:
         assert await receive(layer, channel) == {"type": "message.1"}
-
-
-async def test_full_members_of_other_prefixes_miss_messages(layer, caplog):
-    first = await layer.new_channel()
-    second = await layer.new_channel(prefix="channel_2")
-    for channel in (first, second):
-        await layer.group_add("test-group", channel)
-    await layer.send(second, {"type": "message.0"})
-    with caplog.at_level(logging.INFO, logger="channels_rs"):
-        for n in (1, 2, 3):
-            await layer.group_send("test-group", {"type": f"message.{n}"})
-    assert [(await receive(layer, first))["type"] for _ in range(3)] == [
-        "message.1",
-        "message.2",
-        "message.3",
-    ]
-    assert [(await receive(layer, second))["type"] for _ in range(3)] == [
-        "message.0",
-        "message.1",
-        "message.2",
-    ]
-    with pytest.raises(asyncio.TimeoutError):
-        await receive(layer, second, timeout=0.5)
-    # Only this group's lines: other tests' layers may still be logging.
-    lines = [r.getMessage() for r in caplog.records if "test-group" in r.getMessage()]
-    assert lines == ["1 of 2 channels over capacity in group test-group"]
 
 
 async def test_random_seed_does_not_repeat_names(redis):

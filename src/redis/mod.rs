@@ -46,12 +46,18 @@ const POP_BATCH: usize = 100;
 
 /// A message popped from a normal channel.
 struct Taken {
+    /// The shard it came from, where it goes back if nobody takes it.
+    shard: usize,
     member: Vec<u8>,
     score: f64,
     body: Vec<u8>,
     /// Whether a copy waits in the in-flight backup for `clear_backup`.
     backed_up: bool,
 }
+
+/// A member as popped: its shard, the member, its score, and whether a copy
+/// waits in the in-flight backup.
+type Member = (usize, Vec<u8>, f64, bool);
 
 /// What BZPOPMIN returns: key, member, score.
 type Popped = (String, Vec<u8>, f64);
@@ -151,7 +157,7 @@ impl Inner {
     /// receive waits out a restart or failover rather than failing.
     async fn pop(
         &self,
-        shard: usize,
+        mut shard: usize,
         key: &str,
         abandoned: &AtomicBool,
     ) -> Result<Option<Taken>, Failure> {
@@ -165,12 +171,15 @@ impl Inner {
                 }
                 popped => popped?,
             };
-            let Some((member, score, backed_up)) = popped else {
+            let Some((from, member, score, backed_up)) = popped else {
+                // Nothing came in a whole block: wait on the next shard for a while.
+                shard = (shard + 1) % self.shards.len();
                 continue;
             };
             match self.serializer.open(&member) {
                 Ok(opened) => {
                     return Ok(Some(Taken {
+                        shard: from,
                         member,
                         score,
                         body: opened.body,
@@ -180,7 +189,7 @@ impl Inner {
                 Err(problem) => {
                     log::error!(target: "channels_rs", "dropped a message on {key} that cannot be read: {problem}");
                     if backed_up {
-                        self.clear_backup(shard, key, &member).await;
+                        self.clear_backup(from, key, &member).await;
                     }
                 }
             }
@@ -188,42 +197,59 @@ impl Inner {
         Ok(None)
     }
 
-    /// One member, its score and whether it is backed up; `None` when a
-    /// blocking pop timed out.
+    /// The next member of a normal channel; `None` when a blocking pop on
+    /// `shard` timed out.
     ///
-    /// A queued message is popped and backed up in one script (scripts::POP)
-    /// on the shared connection, pipelined with other callers' commands; a
-    /// reply lost with the connection leaves it for the next receiver's
-    /// restore step. Otherwise a connection of our own blocks until one
-    /// arrives. That one is not backed up: BZPOPMIN cannot be combined with a
-    /// write, and a backup written after its reply (as channels_redis does)
-    /// only covers a moment in which the message is already in this process.
-    async fn pop_member(
-        &self,
-        shard: usize,
-        key: &str,
-    ) -> Result<Option<(Vec<u8>, f64, bool)>, Failure> {
-        let source = &self.shards[shard];
-        if source.is_cluster() {
-            // The backup key lives in another slot: no script can write both.
-            let mut command = redis::cmd("ZPOPMIN");
-            command.arg(key);
-            let popped: Vec<(Vec<u8>, f64)> = source.run(&command).await?;
-            if let Some((member, score)) = popped.into_iter().next() {
-                return Ok(Some((member, score, false)));
-            }
-        } else {
-            let mut invocation = scripts::POP.prepare_invoke();
-            invocation.key(key).key(format!("{key}$inflight")).arg(1);
-            let popped: Vec<(Vec<u8>, f64)> = source.run(&invocation).await?;
-            if let Some((member, score)) = popped.into_iter().next() {
-                return Ok(Some((member, score, true)));
+    /// Senders take turns over the shards (and group_send writes to the
+    /// shard of the name), so a queued message may be on any of them: each
+    /// is asked once, `shard` first, without blocking. Only then does a
+    /// connection of our own block on `shard`. That pop is not backed up:
+    /// BZPOPMIN cannot be combined with a write, and a backup written after
+    /// its reply (as channels_redis does) only covers a moment in which the
+    /// message is already in this process.
+    async fn pop_member(&self, shard: usize, key: &str) -> Result<Option<Member>, Failure> {
+        for offset in 0..self.shards.len() {
+            let at = (shard + offset) % self.shards.len();
+            match self.take_queued(at, key).await {
+                Ok(Some((member, score, backed_up))) => {
+                    return Ok(Some((at, member, score, backed_up)))
+                }
+                Ok(None) => {}
+                // Another shard's trouble must not keep this one's messages.
+                Err(failure) if at == shard => return Err(failure),
+                Err(_) => {}
             }
         }
         let mut command = redis::cmd("BZPOPMIN");
         command.arg(key).arg(self.block_seconds);
         let blocked: Option<Popped> = self.shards[shard].run_blocking(&command).await?;
-        Ok(blocked.map(|(_, member, score)| (member, score, false)))
+        Ok(blocked.map(|(_, member, score)| (shard, member, score, false)))
+    }
+
+    /// A queued member of `key` on `shard`, without waiting. It is popped
+    /// and backed up in one script (scripts::POP) on the shared connection,
+    /// pipelined with other callers' commands; a reply lost with the
+    /// connection leaves it for the next receiver's restore step. On a
+    /// cluster the backup key lives in another slot, so there is none.
+    async fn take_queued(
+        &self,
+        shard: usize,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, f64, bool)>, Failure> {
+        let source = &self.shards[shard];
+        let (popped, backed_up): (Vec<(Vec<u8>, f64)>, bool) = if source.is_cluster() {
+            let mut command = redis::cmd("ZPOPMIN");
+            command.arg(key);
+            (source.run(&command).await?, false)
+        } else {
+            let mut invocation = scripts::POP.prepare_invoke();
+            invocation.key(key).key(format!("{key}$inflight")).arg(1);
+            (source.run(&invocation).await?, true)
+        };
+        Ok(popped
+            .into_iter()
+            .next()
+            .map(|(member, score)| (member, score, backed_up)))
     }
 
     /// Removes a taken message from its channel's in-flight backup.
@@ -645,6 +671,7 @@ impl RedisCore {
                 }
             };
             let Taken {
+                shard,
                 member,
                 score,
                 body,
