@@ -25,11 +25,11 @@ def reply_text(reply):
 
 class RedisCluster:
     """With `tls` (Certificates), every node, the bus and replication speak
-    TLS only."""
+    TLS only; `options` go to every node's command line."""
 
-    def __init__(self, masters=3, replicas_per_master=1, tls=None):
+    def __init__(self, masters=3, replicas_per_master=1, tls=None, options=()):
         count = masters * (1 + replicas_per_master)
-        options = CLUSTER_OPTIONS
+        options = CLUSTER_OPTIONS + tuple(options)
         if tls is not None:
             options += ("--tls-cluster", "yes", "--tls-replication", "yes")
         # The bus port defaults to port + 10000, past 65535 for high ports.

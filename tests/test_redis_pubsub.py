@@ -15,7 +15,7 @@ from channels_redis.pubsub import RedisPubSubChannelLayer as UpstreamPubSub
 
 from channels_rs import RedisPubSubChannelLayer
 from conftest import INTEROP_CONFIGS, INTEROP_IDS, receive
-from redis_server import RedisServer, command
+from redis_server import RedisServer, command, connections_received
 
 LAYERS = {"rs": RedisPubSubChannelLayer, "upstream": UpstreamPubSub}
 
@@ -231,33 +231,40 @@ async def test_a_server_that_stops_answering_is_left_for_a_new_connection(own_re
     assert await receive(layer, channel, timeout=5) == {"type": "after"}
 
 
-def test_one_subscriber_connection_for_every_loop_and_thread():
-    redis = RedisServer()  # its own: no other layer's connections in CLIENT LIST
-    layer = RedisPubSubChannelLayer(hosts=[redis.url])
-    errors = []
+def test_one_subscriber_connection_per_shard_for_every_loop_and_thread():
+    """4 threads, 5 event loops each, 20 channels over 2 shards: each server
+    accepts 2 connections in all, one to subscribe and one to publish."""
+    servers = [RedisServer(), RedisServer()]  # their own: no other layer's
+    try:
+        layer = RedisPubSubChannelLayer(hosts=[server.url for server in servers])
+        before = [connections_received(server) for server in servers]
+        errors = []
 
-    async def round_trip():
-        channel = await layer.new_channel()
-        await layer.send(channel, {"type": "echo"})
-        assert await receive(layer, channel) == {"type": "echo"}
+        async def round_trip():
+            channel = await layer.new_channel()
+            await layer.send(channel, {"type": "echo"})
+            assert await receive(layer, channel) == {"type": "echo"}
 
-    def worker():
-        try:
-            for _ in range(5):
-                async_to_sync(round_trip)()
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
+        def worker():
+            try:
+                for _ in range(5):
+                    async_to_sync(round_trip)()
+            except Exception as error:  # noqa: BLE001 - reported below
+                errors.append(error)
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    clients = command(redis.port, "CLIENT", "LIST").decode().splitlines()
-    subscribers = [c for c in clients if "cmd=subscribe" in c or "cmd=unsubscribe" in c]
-    redis.stop()
-    assert len(subscribers) == 1, subscribers
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        for server, earlier in zip(servers, before, strict=True):
+            assert connections_received(server) - earlier == 2
+            subscribers = command(server.port, "CLIENT", "LIST", "TYPE", "pubsub")
+            assert subscribers.count(b"id=") == 1, subscribers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 async def test_sync_methods_publish_without_an_event_loop(redis):
@@ -269,20 +276,3 @@ async def test_sync_methods_publish_without_an_event_loop(redis):
     assert await receive(layer, channel) == {"type": "direct"}
     assert await receive(layer, channel) == {"type": "grouped"}
     await layer.flush()
-
-
-async def test_through_sentinel(redis):
-    watcher = RedisServer(monitor=redis)
-    try:
-        hosts = [
-            {"sentinels": [("127.0.0.1", watcher.port)], "master_name": "mymaster"}
-        ]
-        layer = RedisPubSubChannelLayer(hosts=hosts)
-        channel = await layer.new_channel()
-        await subscribed(redis, channel)
-        await layer.group_add("watched", channel)
-        await layer.group_send("watched", {"type": "via.sentinel"})
-        assert await receive(layer, channel) == {"type": "via.sentinel"}
-        await layer.flush()
-    finally:
-        watcher.stop()
