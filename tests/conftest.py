@@ -96,6 +96,19 @@ async def group_round_trip(layer):
     await layer.flush()
 
 
+async def publish_until_received(layer, channel, message, waiting=None, timeout=5):
+    """Publishes `message` on a pub/sub `channel` until a receive (`waiting`,
+    or a new one) gets it: after a reconnection, what is published before
+    the subscription is renewed is lost."""
+    waiting = waiting or asyncio.ensure_future(layer.receive(channel))
+    deadline = time.monotonic() + timeout
+    while not waiting.done():
+        assert time.monotonic() < deadline, f"{channel} never got {message}"
+        await layer.send(channel, message)
+        await asyncio.sleep(0.05)
+    assert waiting.result() == message
+
+
 async def until(check, what, timeout=10):
     """redis_server.wait_for for async tests: the loop runs meanwhile."""
     deadline = time.monotonic() + timeout

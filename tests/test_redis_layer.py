@@ -324,9 +324,9 @@ async def test_a_silent_server_times_out_as_configured():
         ]
         layer = RedisChannelLayer(hosts=hosts)
         started = time.monotonic()
-        with pytest.raises((TimeoutError, ConnectionError), match=f"127.0.0.1:{port}"):
+        with pytest.raises(TimeoutError, match=f"127.0.0.1:{port} did not answer"):
             await layer.send("chan", {"type": "x"})
-        assert time.monotonic() - started < 2
+        assert 0.3 <= time.monotonic() - started < 1
 
 
 def test_passwords_stay_out_of_error_messages(redis):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from channels_rs import RedisChannelLayer
+from conftest import until
 from redis_server import RedisServer
 
 DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
@@ -73,7 +74,8 @@ async def test_operations_fail_clearly_and_in_time_while_down(server):
         started = time.monotonic()
         with pytest.raises(ConnectionError, match=f"127.0.0.1:{server.port}"):
             await operation
-        assert time.monotonic() - started < 2
+        # It kept trying for socket_connect_timeout, and no longer.
+        assert 0.5 <= time.monotonic() - started < 1.5
 
 
 async def send_until_accepted(layer, channel, message, deadline=10):
@@ -97,10 +99,10 @@ async def send_until_accepted(layer, channel, message, deadline=10):
 IN_FLIGHT_AT_KILL = 0.005
 
 
-async def loss_accounting(server, total, channels=20, restart_after=0.3):
+async def loss_accounting(server, total, channels=20, restart_after=500):
     """Sends `total` messages to process-local channels while consumers
-    cancel one receive in ten, restarting Redis once mid-run. Returns the
-    count of each message received."""
+    cancel one receive in ten, restarting Redis once `restart_after` have
+    been acknowledged. Returns the count of each message received."""
     layer = layer_on(server)
     names = [await layer.new_channel() for _ in range(channels)]
     received = {}
@@ -121,7 +123,7 @@ async def loss_accounting(server, total, channels=20, restart_after=0.3):
             acknowledged[n] = time.monotonic()
 
     async def restart():
-        await asyncio.sleep(restart_after)
+        await until(lambda: len(acknowledged) >= restart_after, "traffic to start")
         killed = time.monotonic()
         server.kill()
         await asyncio.sleep(0.3)
@@ -130,7 +132,7 @@ async def loss_accounting(server, total, channels=20, restart_after=0.3):
 
     consumers = [asyncio.ensure_future(consume(name)) for name in names]
     _, (killed, sent_before_restart) = await asyncio.gather(produce(), restart())
-    assert 0 < sent_before_restart < total, "the restart missed the traffic"
+    assert sent_before_restart < total, "the restart missed the traffic"
     deadline = time.monotonic() + 15
     while not acknowledged.keys() <= received.keys() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -150,7 +152,7 @@ async def loss_accounting(server, total, channels=20, restart_after=0.3):
 async def test_soak_loss_accounting_20000_messages(server):
     total = int(os.environ.get("SOAK_MESSAGES", 20_000))
     started = time.monotonic()
-    received = await loss_accounting(server, total, restart_after=2)
+    received = await loss_accounting(server, total, restart_after=total // 3)
     duplicates = sum(count - 1 for count in received.values())
     print(
         f"\n{total:,} messages to 20 process-local channels, 10% of receives "

@@ -100,12 +100,14 @@ async def test_local_buffer_keeps_the_newest_capacity_messages(redis):
     beyond that the oldest go."""
     layer = RedisChannelLayer(hosts=[redis.url], capacity=10)
     unread, listening = await layer.new_channel(), await layer.new_channel()
-    waiting = asyncio.create_task(layer.receive(listening))  # keeps the pump going
-    await asyncio.sleep(0.05)
     for batch in range(3):
+        # A receive keeps the pump going; the marker, sent after the batch
+        # on the same key, arrives once the pump has moved the batch.
+        waiting = asyncio.create_task(layer.receive(listening))
         for n in range(batch * 10, batch * 10 + 10):
             await layer.send(unread, {"type": "m", "n": n})
-        await asyncio.sleep(0.2)  # the pump moves them into the buffer
+        await layer.send(listening, {"type": "marker"})
+        assert await asyncio.wait_for(waiting, 5) == {"type": "marker"}
     got = [(await receive(layer, unread))["n"] for _ in range(10)]
     assert got == list(range(20, 30))
     with pytest.raises(asyncio.TimeoutError):

@@ -177,6 +177,12 @@ struct PerProcess {
     pid: u32,
     /// With the generation of the master each was made to (see `sentinel`).
     shared: Option<(u64, Connection)>,
+    /// Held while the shared connection is made, so that callers arriving
+    /// together make one, not one each.
+    connecting: Arc<tokio::sync::Mutex<()>>,
+    /// When making it last failed, and why: those who waited meanwhile
+    /// fail with it rather than each try again in turn.
+    connect_failed: Option<(Instant, RedisError)>,
     idle_blocking: Vec<Blocking>,
 }
 
@@ -195,6 +201,8 @@ impl PerProcess {
         PerProcess {
             pid: std::process::id(),
             shared: None,
+            connecting: Arc::default(),
+            connect_failed: None,
             idle_blocking: Vec::new(),
         }
     }
@@ -237,8 +245,11 @@ impl Shard {
                 return Err(err);
             }
             self.outage.failed(&self.name, &err);
+            let left = deadline.saturating_duration_since(Instant::now());
             let wait = self.outage.wait();
-            if Instant::now() + wait >= deadline {
+            if wait >= left {
+                // No attempt fits before the deadline: fail at it, as promised.
+                tokio::time::sleep(left).await;
                 return Err(err);
             }
             tokio::time::sleep(wait).await;
@@ -329,25 +340,38 @@ impl Shard {
     /// The shared connection for non-blocking commands.
     pub async fn shared(&self) -> RedisResult<Connection> {
         let current = self.generation();
-        let kept = self.with_state(|state| match &state.shared {
-            Some((generation, connection)) if *generation == current => Some(connection.clone()),
-            _ => None,
-        });
-        if let Some(connection) = kept {
+        let kept = || {
+            self.with_state(|state| match &state.shared {
+                Some((generation, connection)) if *generation == current => {
+                    Some(connection.clone())
+                }
+                _ => None,
+            })
+        };
+        if let Some(connection) = kept() {
             return Ok(connection);
         }
-        let made = self.connect(Some(self.timeouts.reply)).await?;
-        Ok(self.with_state(|state| {
-            // Another caller may have connected meanwhile; the newer wins.
-            if state.shared.as_ref().is_none_or(|(g, _)| *g < made.0) {
-                state.shared = Some(made);
+        let asked = Instant::now();
+        let connecting = self.with_state(|state| Arc::clone(&state.connecting));
+        let _turn = connecting.lock().await;
+        // Made, or failed, while this caller waited for its turn?
+        if let Some(connection) = kept() {
+            return Ok(connection);
+        }
+        let failed = self.with_state(|state| state.connect_failed.clone());
+        if let Some((_, err)) = failed.filter(|(at, _)| *at > asked) {
+            return Err(err);
+        }
+        match self.connect(Some(self.timeouts.reply)).await {
+            Ok((generation, connection)) => {
+                self.with_state(|state| state.shared = Some((generation, connection.clone())));
+                Ok(connection)
             }
-            state
-                .shared
-                .as_ref()
-                .map(|(_, c)| c.clone())
-                .expect("just set")
-        }))
+            Err(err) => {
+                self.with_state(|state| state.connect_failed = Some((Instant::now(), err.clone())));
+                Err(err)
+            }
+        }
     }
 
     /// `err` as a Failure naming this shard. A connection that failed that

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use pyo3::exceptions::PyRuntimeError;
@@ -107,24 +107,37 @@ impl Inner {
     /// Subscribes to `name` unless already; completes once Redis confirmed.
     async fn subscribe(self: &Arc<Self>, name: String) -> Result<(), Failure> {
         let shard = self.shard_of(&name);
-        let (done, confirmed) = oneshot::channel();
-        {
-            let mut state = self.lock();
-            if !state.subscribers[shard].names.insert(name.clone()) {
-                return Ok(());
-            }
-            let commands = self.commands(&mut state, shard);
-            commands.send(Command::Subscribe(name.clone(), done)).ok();
+        if !self.lock().subscribers[shard].names.insert(name.clone()) {
+            return Ok(());
         }
-        // While the listener cannot connect, give up after a connect and a
-        // reply timeout, as other commands do; it then skips the name.
-        let timeouts = &self.shards[shard].timeouts;
-        let failed = match tokio::time::timeout(timeouts.connect + timeouts.reply, confirmed).await
-        {
-            Ok(Ok(Ok(()))) => return Ok(()),
-            Ok(Ok(Err(err))) => err,
-            Ok(Err(_)) => RedisError::from((redis::ErrorKind::Io, "the pub/sub listener stopped")),
-            Err(_) => timed_out(),
+        let timeouts = self.shards[shard].timeouts;
+        let deadline = Instant::now() + timeouts.connect;
+        let failed = loop {
+            let (done, confirmed) = oneshot::channel();
+            {
+                let mut state = self.lock();
+                let commands = self.commands(&mut state, shard);
+                commands.send(Command::Subscribe(name.clone(), done)).ok();
+            }
+            // A listener that connects but gets no answer gives up after a
+            // connect and a reply timeout, as other commands do.
+            let err = match tokio::time::timeout(timeouts.connect + timeouts.reply, confirmed).await
+            {
+                Ok(Ok(Ok(()))) => return Ok(()),
+                Ok(Ok(Err(err))) => err,
+                Ok(Err(_)) => {
+                    RedisError::from((redis::ErrorKind::Io, "the pub/sub listener stopped"))
+                }
+                Err(_) => timed_out(),
+            };
+            // While the server cannot be reached, ask again until the connect
+            // timeout has passed, as other operations do.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let pause = self.shards[shard].outage.pause();
+            if !unreachable(&err) || left.is_zero() {
+                break err;
+            }
+            tokio::time::sleep(pause.min(left)).await;
         };
         self.lock().subscribers[shard].names.remove(&name);
         Err(self.shards[shard].failed(failed))
