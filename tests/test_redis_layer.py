@@ -20,6 +20,13 @@ from redis_server import RedisServer, command, connections_received, info_field
 
 
 @pytest.fixture
+def redis(own_redis):
+    """Each test here has a server of its own: what it finds in Redis is
+    what it wrote, whatever ran before."""
+    return own_redis
+
+
+@pytest.fixture
 async def layer(redis):
     layer = RedisChannelLayer(hosts=[redis.url])
     yield layer
@@ -236,37 +243,33 @@ def pops_issued(redis):
     return int(found.group(1)) if found else 0
 
 
-async def test_idle_receiving_stops_after_the_block_timeout():
+async def test_idle_receiving_stops_after_the_block_timeout(redis):
     """Nothing keeps popping for a process that stopped receiving, nor for a
     receive that was given up."""
-    redis = RedisServer()  # its own: other tests' layers may still be popping
-    try:
-        layer = QuickPops(hosts=[redis.url])
-        channel = await layer.new_channel()
-        await layer.send(channel, {"type": "one"})
-        await layer.send("normal", {"type": "two"})
-        assert await receive(layer, channel) == {"type": "one"}
-        assert await receive(layer, "normal") == {"type": "two"}
-        with pytest.raises(asyncio.TimeoutError):
-            await receive(layer, "given-up", timeout=0.1)
-        deadline = time.monotonic() + 2
-        while blocked_pops(redis):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        issued = pops_issued(redis)
-        await asyncio.sleep(3 * QuickPops.brpop_timeout)
-        assert pops_issued(redis) == issued
-        # Nobody pops any more: the next messages stay in Redis.
-        await layer.send(channel, {"type": "three"})
-        await layer.send("given-up", {"type": "four"})
-        await asyncio.sleep(0.5)
-        queue = f"asgispecific.{layer.client_prefix}!"
-        assert command(redis.port, "ZCARD", queue) == b":1\r\n"
-        assert command(redis.port, "ZCARD", "asgigiven-up") == b":1\r\n"
-        assert await receive(layer, channel) == {"type": "three"}
-        assert await receive(layer, "given-up") == {"type": "four"}
-    finally:
-        redis.stop()
+    layer = QuickPops(hosts=[redis.url])
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "one"})
+    await layer.send("normal", {"type": "two"})
+    assert await receive(layer, channel) == {"type": "one"}
+    assert await receive(layer, "normal") == {"type": "two"}
+    with pytest.raises(asyncio.TimeoutError):
+        await receive(layer, "given-up", timeout=0.1)
+    deadline = time.monotonic() + 2
+    while blocked_pops(redis):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    issued = pops_issued(redis)
+    await asyncio.sleep(3 * QuickPops.brpop_timeout)
+    assert pops_issued(redis) == issued
+    # Nobody pops any more: the next messages stay in Redis.
+    await layer.send(channel, {"type": "three"})
+    await layer.send("given-up", {"type": "four"})
+    await asyncio.sleep(0.5)
+    queue = f"asgispecific.{layer.client_prefix}!"
+    assert command(redis.port, "ZCARD", queue) == b":1\r\n"
+    assert command(redis.port, "ZCARD", "asgigiven-up") == b":1\r\n"
+    assert await receive(layer, channel) == {"type": "three"}
+    assert await receive(layer, "given-up") == {"type": "four"}
 
 
 async def test_wrong_encryption_key_drops_the_message_with_a_log(redis, caplog):

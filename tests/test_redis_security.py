@@ -82,9 +82,8 @@ async def test_log_lines_name_the_server_without_its_password(caplog):
         server.stop()
 
 
-async def test_sentinel_passwords_stay_out_of_sight():
-    master = RedisServer("--requirepass", "the-real-one")
-    watcher = RedisServer(monitor=master)
+async def test_sentinel_passwords_stay_out_of_sight(guarded):
+    watcher = RedisServer(monitor=guarded)
     try:
         hosts = [
             {
@@ -102,7 +101,6 @@ async def test_sentinel_passwords_stay_out_of_sight():
         assert_no_secret(repr(layer), str(layer), str(error.value))
     finally:
         watcher.stop()
-        master.stop()
 
 
 def test_repr_names_the_servers(redis):
