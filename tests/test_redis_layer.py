@@ -4,6 +4,7 @@ real channels_redis on the same server (a mixed fleet during a migration)."""
 import asyncio
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -15,8 +16,14 @@ from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as UpstreamLayer
 
 from channels_rs import InvalidMessage, RedisChannelLayer
-from conftest import receive
-from redis_server import RedisServer, command, connections_received, info_field
+from conftest import receive, until
+from redis_server import (
+    Monitor,
+    RedisServer,
+    command,
+    connections_received,
+    info_field,
+)
 
 
 @pytest.fixture
@@ -78,6 +85,20 @@ async def test_capacity(redis):
     with pytest.raises(ChannelFull):
         await layer.send("big.one", {"type": "x"})
     await layer.flush()
+
+
+async def test_sends_and_group_operations_take_one_command_each(layer, redis):
+    """One round trip each: a server-side script, run by its SHA."""
+    await layer.send("warm", {"type": "connects and loads the scripts"})
+    await layer.group_add("counted-room", "warm")
+    await layer.group_send("counted-room", {"type": "x"})
+    monitor = Monitor(redis)
+    for n in range(10):
+        await layer.send(f"counted-{n}", {"type": "x"})
+        await layer.group_add("counted-room", f"counted-{n}")
+        await layer.group_send("counted-room", {"type": "x"})
+    sent = monitor.commands()
+    assert [name for name, _ in sent] == ["EVALSHA"] * 30, sent
 
 
 async def test_bad_messages_write_nothing(layer, redis):
@@ -236,6 +257,12 @@ def blocked_pops(redis):
     return info_field(redis, "clients", "blocked_clients")
 
 
+def blocked_clients(redis):
+    """The ids of the connections that wait in a blocking pop now."""
+    clients = command(redis.port, "CLIENT", "LIST").decode().splitlines()
+    return [c.split()[0] for c in clients if re.search(r"\bflags=\w*b", c)]
+
+
 def pops_issued(redis):
     """How many blocking pops the server has run."""
     stats = command(redis.port, "INFO", "commandstats").decode()
@@ -310,7 +337,33 @@ def test_sixteen_threads_of_async_to_sync_share_connections(own_redis):
     assert connections_received(own_redis) == before
 
 
-# Sentinel and timeouts
+# Timeouts
+
+
+class SlowPops(RedisChannelLayer):
+    brpop_timeout = 7
+
+
+async def test_the_default_socket_timeout_is_5_s_but_not_for_blocking_pops(redis):
+    stopped = RedisServer()
+    stopped.process.send_signal(signal.SIGSTOP)
+    try:
+        waiting_layer = SlowPops(hosts=[redis.url])
+        waiting = asyncio.ensure_future(waiting_layer.receive("patient"))
+        await until(lambda: blocked_pops(redis) == 1, "the pop to block")
+        blocked = blocked_clients(redis)
+        layer = RedisChannelLayer(hosts=[stopped.url])
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="did not answer in time"):
+            await layer.send("chan", {"type": "x"})
+        assert 4.9 <= time.monotonic() - started < 6.5
+        # The pop, past 5 s, still waits on the connection it started on.
+        assert blocked_clients(redis) == blocked
+        await waiting_layer.send("patient", {"type": "woken"})
+        assert await asyncio.wait_for(waiting, 3) == {"type": "woken"}
+    finally:
+        stopped.process.send_signal(signal.SIGCONT)
+        stopped.stop()
 
 
 async def test_a_silent_server_times_out_as_configured():

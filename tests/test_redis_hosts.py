@@ -1,0 +1,136 @@
+"""Every form of `hosts` entry the docs give, against real servers, for
+both Redis layers: URLs with a db, a unix socket, a (host, port) pair, a
+dict of parts with a user name; valkey:// and valkeys:// wherever redis://
+and rediss:// go (an "address", cluster startup nodes, layers_from_env()
+and `python -m channels_rs check`). TLS options: test_redis_tls."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer, layers_from_env
+from conftest import group_round_trip, require_tls
+from redis_server import Certificates, RedisServer, command
+
+KINDS = [RedisChannelLayer, RedisPubSubChannelLayer]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("form", ["url", "address"])
+async def test_valkey_urls(redis, kind, form):
+    url = f"valkey://127.0.0.1:{redis.port}/0"
+    layer = kind(hosts=[url if form == "url" else {"address": url}])
+    assert f"valkey://127.0.0.1:{redis.port}/0" in repr(layer)
+    await group_round_trip(layer)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_valkey_cluster_startup_nodes(cluster, kind):
+    nodes = [url.replace("redis://", "valkey://") for url in cluster.urls]
+    await group_round_trip(kind(hosts=[{"cluster": nodes}]))
+
+
+async def test_layers_from_env(redis):
+    settings = layers_from_env({"REDIS_URL": f"valkey://127.0.0.1:{redis.port}"})
+    config = settings["default"]["CONFIG"]
+    await group_round_trip(RedisChannelLayer(**config))
+
+
+def test_check(redis):
+    url = f"valkey://127.0.0.1:{redis.port}"
+    done = subprocess.run(
+        [sys.executable, "-m", "channels_rs", "check", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All checks passed" in done.stdout
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_valkeys_over_tls(tmp_path, kind):
+    require_tls()
+    certificates = Certificates(tmp_path)
+    server = RedisServer(tls=certificates)
+    try:
+        url = f"valkeys://127.0.0.1:{server.port}"
+        await group_round_trip(
+            kind(hosts=[{"address": url, "ssl_ca_certs": certificates.ca}])
+        )
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def socket_server(tmp_path_factory):
+    """A server on a unix socket as well as on its port."""
+    path = tmp_path_factory.mktemp("socket") / "redis.sock"
+    server = RedisServer("--unixsocket", str(path), "--unixsocketperm", "700")
+    server.socket = path
+    yield server
+    server.stop()
+
+
+def forms(server):
+    """Each way to name db 3 of `server`, by form."""
+    return {
+        "url": f"redis://127.0.0.1:{server.port}/3",
+        "parts": {"host": "127.0.0.1", "port": server.port, "db": 3},
+        "unix": f"unix://{server.socket}?db=3",
+    }
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("form", ["url", "parts", "unix"])
+async def test_a_db_in_each_form(socket_server, kind, form):
+    layer = kind(hosts=[forms(socket_server)[form]])
+    await group_round_trip(layer)
+    if kind is RedisChannelLayer:
+        await layer.send("hosts-db", {"type": "in db 3"})
+        assert command(socket_server.port, "EXISTS", "asgihosts-db", db=3) == b":1\r\n"
+        assert command(socket_server.port, "EXISTS", "asgihosts-db") == b":0\r\n"
+        await layer.flush()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("pair", [tuple, list])
+async def test_a_host_and_port_pair(redis, kind, pair):
+    await group_round_trip(kind(hosts=[pair(("127.0.0.1", redis.port))]))
+
+
+@pytest.fixture
+def user(redis):
+    """A Redis user with its own password, allowed everything."""
+    reply = command(
+        redis.port,
+        "ACL",
+        "SETUSER",
+        "hosts-user",
+        "on",
+        ">hosts-pw",
+        "~*",
+        "&*",
+        "+@all",
+    )
+    assert reply == b"+OK\r\n"
+    yield "hosts-user", "hosts-pw"
+    command(redis.port, "ACL", "DELUSER", "hosts-user")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_user_name_and_password_in_parts(redis, user, kind):
+    name, password = user
+    entry = {
+        "host": "127.0.0.1",
+        "port": redis.port,
+        "username": name,
+        "password": password,
+    }
+    await group_round_trip(kind(hosts=[entry]))
+    wrong = {**entry, "password": "not-it"}
+    with pytest.raises(ConnectionError, match="(?i)auth"):
+        await kind(hosts=[wrong]).send("hosts-refused", {"type": "x"})
