@@ -11,7 +11,7 @@ from channels.exceptions import ChannelFull
 from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
 from conftest import INTEROP_CONFIGS, INTEROP_IDS, receive, require_tls
 from redis_cluster import RedisCluster, migrate_slot_of, owner_of, wait_for
-from redis_server import Certificates, command
+from redis_server import Certificates, Monitor, command
 
 
 @pytest.fixture
@@ -245,6 +245,21 @@ async def test_pubsub_hears_what_is_published_through_every_master(cluster):
     for channel in channels:
         assert await receive(listener, channel) == {"type": "everyone"}
     await listener.flush()
+
+
+async def test_pubsub_publishes_through_the_slot_master(cluster):
+    layer = RedisPubSubChannelLayer(hosts=[{"cluster": cluster.urls}])
+    channels = [await layer.new_channel() for _ in range(6)]
+    masters = cluster.current_masters()
+    monitors = [Monitor(master) for master in masters]
+    for channel in channels:
+        await layer.send(channel, {"type": "m"})
+        assert await receive(layer, channel) == {"type": "m"}
+    for master, monitor in zip(masters, monitors, strict=True):
+        published = [arg for name, arg in monitor.commands() if name == "PUBLISH"]
+        owned = [c for c in channels if owner_of(cluster, c) is master]
+        assert published == owned
+    await layer.flush()
 
 
 def subscribed_nodes(servers):

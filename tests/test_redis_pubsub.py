@@ -15,7 +15,7 @@ from channels_redis.pubsub import RedisPubSubChannelLayer as UpstreamPubSub
 
 from channels_rs import RedisPubSubChannelLayer
 from conftest import INTEROP_CONFIGS, INTEROP_IDS, publish_until_received, receive
-from redis_server import RedisServer, command, connections_received
+from redis_server import Monitor, RedisServer, command, connections_received
 
 LAYERS = {"rs": RedisPubSubChannelLayer, "upstream": UpstreamPubSub}
 
@@ -178,22 +178,56 @@ async def test_queues_are_bounded_dropping_the_oldest(redis):
         await receive(layer, channel, timeout=0.2)
 
 
-async def test_subscriptions_survive_a_restart_and_consumers_are_told(own_redis):
+async def test_subscriptions_survive_a_restart_and_every_consumer_is_told(own_redis):
     layer = RedisPubSubChannelLayer(
         hosts=[{"address": own_redis.url, "socket_connect_timeout": 0.5}],
         on_disconnect="redis.disconnect",
         on_reconnect="redis.reconnect",
     )
-    channel = await layer.new_channel()
-    await layer.group_add("survivors", channel)
+    channels = [await layer.new_channel() for _ in range(3)]
+    channels.append("pubsub-named")
+    waiting = asyncio.ensure_future(layer.receive("pubsub-named"))
+    await subscribed(own_redis, "pubsub-named")
+    await layer.group_add("survivors", channels[0])
     own_redis.kill()
-    assert await receive(layer, channel) == {"type": "redis.disconnect"}
+    assert await asyncio.wait_for(waiting, 5) == {"type": "redis.disconnect"}
+    for channel in channels[:3]:
+        assert await receive(layer, channel) == {"type": "redis.disconnect"}
     own_redis.start()
-    assert await receive(layer, channel, timeout=10) == {"type": "redis.reconnect"}
-    await layer.send(channel, {"type": "direct"})
+    for channel in channels:
+        assert await receive(layer, channel, timeout=10) == {"type": "redis.reconnect"}
+    for channel in channels:
+        await layer.send(channel, {"type": "direct"})
+        assert await receive(layer, channel) == {"type": "direct"}
     await layer.group_send("survivors", {"type": "grouped"})
-    assert await receive(layer, channel) == {"type": "direct"}
-    assert await receive(layer, channel) == {"type": "grouped"}
+    assert await receive(layer, channels[0]) == {"type": "grouped"}
+
+
+async def test_an_idle_subscriber_sends_nothing(own_redis):
+    """No polling: a subscribed layer with nothing to do is silent."""
+    layer = RedisPubSubChannelLayer(hosts=[own_redis.url])
+    channel = await layer.new_channel()
+    waiting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0.1)
+    monitor = Monitor(own_redis)
+    await asyncio.sleep(1)
+    assert monitor.commands() == []
+    await layer.send(channel, {"type": "still there"})
+    assert await asyncio.wait_for(waiting, 3) == {"type": "still there"}
+
+
+async def test_messages_older_than_expiry_are_dropped(redis):
+    layer = RedisPubSubChannelLayer(hosts=[redis.url], expiry=1)
+    channel, marker = await layer.new_channel(), await layer.new_channel()
+    await layer.send(channel, {"type": "old"})
+    await layer.send(marker, {"type": "marker"})
+    assert await receive(layer, marker) == {"type": "marker"}  # "old" is here too
+    await asyncio.sleep(1.2)
+    with pytest.raises(asyncio.TimeoutError):
+        await receive(layer, channel, timeout=0.2)
+    # The receive given up unsubscribed the channel, as channels_redis does.
+    await publish_until_received(layer, channel, {"type": "new"})
+    await layer.flush()
 
 
 async def test_subscribing_while_redis_is_down_fails_then_recovers(own_redis):
