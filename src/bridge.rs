@@ -282,3 +282,93 @@ fn rescue(py: Python<'_>, queue: &Queue) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What a result's `Settle` was told: None (the future took it) or the
+    /// value handed back (nobody did).
+    type Told = Arc<Mutex<Vec<Option<String>>>>;
+
+    fn completion(future: &Bound<'_, PyAny>, value: &str, told: &Told) -> Completion {
+        let value = value.to_owned();
+        let told = Arc::clone(told);
+        Completion {
+            future: future.clone().unbind(),
+            outcome: Box::new(move |py| Ok(value.into_pyobject(py)?.into_any().unbind())),
+            settle: Some(Box::new(move |py, unused| {
+                let back = unused.map(|v| v.bind(py).extract::<String>().expect("a str"));
+                told.lock().unwrap().push(back);
+            })),
+        }
+    }
+
+    fn new_loop(py: Python<'_>) -> Bound<'_, PyAny> {
+        py.import("asyncio")
+            .and_then(|asyncio| asyncio.call_method0("new_event_loop"))
+            .expect("an event loop")
+    }
+
+    #[test]
+    fn a_result_completes_its_future_or_goes_back_when_cancelled() {
+        Python::initialize();
+        Python::attach(|py| {
+            let event_loop = new_loop(py);
+            let told = Told::default();
+            let waiting = event_loop.call_method0("create_future").unwrap();
+            complete(py, completion(&waiting, "taken", &told)).unwrap();
+            let result: String = waiting.call_method0("result").unwrap().extract().unwrap();
+            assert_eq!(result, "taken");
+            let cancelled = event_loop.call_method0("create_future").unwrap();
+            cancelled.call_method0("cancel").unwrap();
+            complete(py, completion(&cancelled, "returned", &told)).unwrap();
+            assert_eq!(*told.lock().unwrap(), [None, Some("returned".to_owned())]);
+            event_loop.call_method0("close").unwrap();
+        });
+    }
+
+    #[test]
+    fn an_error_for_a_cancelled_future_is_dropped() {
+        Python::initialize();
+        Python::attach(|py| {
+            let event_loop = new_loop(py);
+            let cancelled = event_loop.call_method0("create_future").unwrap();
+            cancelled.call_method0("cancel").unwrap();
+            let failing = Completion {
+                future: cancelled.clone().unbind(),
+                outcome: Box::new(|_| Err(PyOSError::new_err("gone"))),
+                settle: None,
+            };
+            complete(py, failing).unwrap();
+            assert!(cancelled
+                .call_method0("cancelled")
+                .unwrap()
+                .is_truthy()
+                .unwrap());
+            event_loop.call_method0("close").unwrap();
+        });
+    }
+
+    #[test]
+    fn results_for_a_closed_loop_go_back_and_an_open_loop_keeps_them() {
+        Python::initialize();
+        Python::attach(|py| {
+            let event_loop = new_loop(py);
+            let queue = for_loop(py, &event_loop).unwrap();
+            let told = Told::default();
+            let future = event_loop.call_method0("create_future").unwrap();
+            queue.push(completion(&future, "orphan", &told));
+            rescue(py, &queue);
+            assert!(
+                told.lock().unwrap().is_empty(),
+                "the loop may still drain it"
+            );
+            event_loop.call_method0("close").unwrap();
+            rescue(py, &queue);
+            assert_eq!(*told.lock().unwrap(), [Some("orphan".to_owned())]);
+        });
+    }
+}

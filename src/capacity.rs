@@ -44,3 +44,31 @@ impl Capacities {
         Ok(self.default)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_or_less_is_unbounded_as_for_asyncio_queue() {
+        assert_eq!(unbounded_if_not_positive(3), 3);
+        assert_eq!(unbounded_if_not_positive(0), usize::MAX);
+        assert_eq!(unbounded_if_not_positive(-1), usize::MAX);
+    }
+
+    #[test]
+    fn the_first_matching_pattern_wins_else_the_default() {
+        Python::initialize();
+        Python::attach(|py| {
+            let re = py.import("re").unwrap();
+            let pattern = |text: &str| re.call_method1("compile", (text,)).unwrap().unbind();
+            let capacities = Capacities::new(
+                5,
+                vec![(pattern("^small\\.big"), 10), (pattern("^small"), 1)],
+            );
+            assert_eq!(capacities.of(py, "small.big").unwrap(), 10);
+            assert_eq!(capacities.of(py, "small.x").unwrap(), 1);
+            assert_eq!(capacities.of(py, "other").unwrap(), 5);
+        });
+    }
+}

@@ -500,3 +500,78 @@ impl<'a> Reader<'a> {
         Ok((key, self.value(build, depth)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPLY: &str = "__asgi_channel__";
+
+    /// A packed map of `count` entries "k0": 0, "k1": 1, ...
+    fn map_of(count: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmp::encode::write_map_len(&mut out, count).unwrap();
+        for n in 0..count {
+            rmp::encode::write_str(&mut out, &format!("k{n}")).unwrap();
+            rmp::encode::write_uint(&mut out, u64::from(n)).unwrap();
+        }
+        out
+    }
+
+    fn scanned(bytes: &[u8]) -> Result<Opened, String> {
+        scan(bytes, REPLY).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn an_entry_appended_at_each_map_size_boundary() {
+        // fixmap 15 -> map16, map16 65535 -> map32: the marker grows as packb's would.
+        for (count, marker) in [(0, 0x81), (14, 0x8f), (15, 0xde), (65_535, 0xdf)] {
+            let mut out = Vec::new();
+            append_entry(&map_of(count), REPLY, &["a!1".to_owned()], &mut out).unwrap();
+            assert_eq!(out[0], marker, "{count} entries");
+            let opened = scanned(&out).unwrap();
+            assert_eq!(opened.reply, Some(vec!["a!1".to_owned()]));
+            assert_eq!(opened.body, map_of(count), "{count} entries");
+        }
+    }
+
+    #[test]
+    fn appending_to_what_is_not_a_map_is_refused() {
+        for body in [&[0x90][..], &[], &[0xde, 0x00]] {
+            assert!(append_entry(body, REPLY, &[], &mut Vec::new()).is_err());
+        }
+    }
+
+    #[test]
+    fn the_reply_entry_comes_out_wherever_it_is() {
+        let mut first = Vec::new();
+        rmp::encode::write_map_len(&mut first, 3).unwrap();
+        rmp::encode::write_str(&mut first, REPLY).unwrap();
+        rmp::encode::write_str(&mut first, "one!x").unwrap();
+        first.extend_from_slice(&map_of(2)[1..]);
+        let opened = scanned(&first).unwrap();
+        assert_eq!(opened.reply, Some(vec!["one!x".to_owned()]));
+        assert_eq!(opened.body, map_of(2));
+        let plain = scanned(&map_of(3)).unwrap();
+        assert_eq!((plain.body, plain.reply), (map_of(3), None));
+    }
+
+    #[test]
+    fn bad_bytes_are_refused_with_a_reason() {
+        let mut extra = map_of(1);
+        extra.push(0xc0);
+        let mut cut = map_of(2);
+        cut.pop();
+        let int_key = [0x81, 0x01, 0x02];
+        for (bytes, reason) in [
+            (&extra[..], "extra bytes"),
+            (&cut[..], "ends in the middle"),
+            (&[0x92, 0x01, 0x02][..], "not a msgpack map"),
+            (&int_key[..], "keys must be str or bytes"),
+            (&[][..], "ends in the middle"),
+        ] {
+            let err = scanned(bytes).err().expect("refused");
+            assert!(err.contains(reason), "{bytes:?}: {err}");
+        }
+    }
+}

@@ -334,3 +334,167 @@ impl State {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pyo3::types::PyString;
+
+    use super::*;
+
+    fn message(py: Python<'_>, text: &str) -> Py<PyAny> {
+        PyString::new(py, text).into_any().unbind()
+    }
+
+    fn text(py: Python<'_>, message: Option<Py<PyAny>>) -> Option<String> {
+        message.map(|m| m.bind(py).extract().expect("a str"))
+    }
+
+    /// Runs `test` with the GIL, a fresh State and an hour from now.
+    fn with_state(test: impl FnOnce(Python<'_>, &mut State, Instant)) {
+        Python::initialize();
+        Python::attach(|py| {
+            test(
+                py,
+                &mut State::default(),
+                Instant::now() + Duration::from_secs(3600),
+            );
+        });
+    }
+
+    #[test]
+    fn a_full_channel_refuses_but_a_message_put_back_goes_first() {
+        with_state(|py, state, later| {
+            for n in ["one", "two"] {
+                assert!(matches!(
+                    state.deliver("c", message(py, n), later, 2, false),
+                    Delivery::Queued
+                ));
+            }
+            assert!(matches!(
+                state.deliver("c", message(py, "three"), later, 2, false),
+                Delivery::Full(_)
+            ));
+            // A cancelled receiver's message returns whatever the capacity.
+            assert!(matches!(
+                state.deliver("c", message(py, "zero"), later, 2, true),
+                Delivery::Queued
+            ));
+            let mut out = Dropped::new();
+            let now = Instant::now();
+            let got: Vec<_> = (0..4)
+                .map(|_| text(py, state.take("c", now, &mut out)))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    Some("zero".into()),
+                    Some("one".into()),
+                    Some("two".into()),
+                    None
+                ]
+            );
+            assert!(out.is_empty());
+            assert_eq!(state.channel_count(), 0, "an empty channel is forgotten");
+        });
+    }
+
+    #[test]
+    fn a_waiting_receiver_gets_the_message_before_the_queue() {
+        with_state(|py, state, later| {
+            let waiter = Waiter {
+                future: message(py, "future"),
+                event_loop: message(py, "loop"),
+                thread: std::thread::current().id(),
+            };
+            state.add_waiter("c", waiter);
+            match state.deliver("c", message(py, "m"), later, 0, false) {
+                Delivery::Handed(waiter, m) => {
+                    assert_eq!(text(py, Some(waiter.future)).as_deref(), Some("future"));
+                    assert_eq!(text(py, Some(m)).as_deref(), Some("m"));
+                }
+                _ => panic!("not handed to the waiter"),
+            }
+            assert!(!state.has_channel("c"));
+        });
+    }
+
+    #[test]
+    fn expired_messages_are_dropped_and_their_channel_leaves_its_groups() {
+        with_state(|py, state, later| {
+            let now = Instant::now();
+            let past = now - Duration::from_secs(1);
+            state.group_add("g".into(), "old".into());
+            state.group_add("g".into(), "fresh".into());
+            state.deliver("old", message(py, "stale"), past, 10, false);
+            state.deliver("fresh", message(py, "kept"), later, 10, false);
+            let mut out = Dropped::new();
+            state.expire(now, &mut out);
+            assert_eq!(out.len(), 1);
+            assert!(!state.has_channel("old"));
+            assert_eq!(state.group_members("g", 0.0), ["fresh"]);
+            assert_eq!(
+                text(py, state.take("fresh", now, &mut out)).as_deref(),
+                Some("kept")
+            );
+        });
+    }
+
+    #[test]
+    fn take_skips_what_expired_since_the_last_look() {
+        with_state(|py, state, later| {
+            let now = Instant::now();
+            state.group_add("g".into(), "c".into());
+            state.deliver(
+                "c",
+                message(py, "stale"),
+                now - Duration::from_secs(1),
+                10,
+                false,
+            );
+            state.deliver("c", message(py, "kept"), later, 10, false);
+            let mut out = Dropped::new();
+            assert_eq!(
+                text(py, state.take("c", now, &mut out)).as_deref(),
+                Some("kept")
+            );
+            assert_eq!(out.len(), 1);
+            assert!(state.group_members("g", 0.0).is_empty());
+        });
+    }
+
+    #[test]
+    fn members_that_joined_too_long_ago_are_dropped() {
+        with_state(|_, state, _| {
+            state.group_add("g".into(), "a".into());
+            state.group_add("g".into(), "b".into());
+            let mut members = state.group_members("g", 0.0);
+            members.sort();
+            assert_eq!(members, ["a", "b"]);
+            assert!(state.group_members("g", unix_now() + 10.0).is_empty());
+            assert_eq!(state.group_count(), 0);
+        });
+    }
+
+    #[test]
+    fn flush_empties_queues_and_groups_but_keeps_waiters() {
+        with_state(|py, state, later| {
+            state.deliver("queued", message(py, "m"), later, 10, false);
+            state.group_add("g".into(), "queued".into());
+            state.add_waiter(
+                "waiting",
+                Waiter {
+                    future: message(py, "future"),
+                    event_loop: message(py, "loop"),
+                    thread: std::thread::current().id(),
+                },
+            );
+            let mut out = Dropped::new();
+            state.flush(&mut out);
+            assert_eq!(out.len(), 1);
+            assert_eq!(state.channel_names(), ["waiting"]);
+            assert_eq!(state.group_count(), 0);
+        });
+    }
+}
