@@ -129,8 +129,9 @@ OPENED = collections.Counter()
 
 
 def connect(port, timeout):
+    connection = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     OPENED[port] += 1
-    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return connection
 
 
 def command(port, *words, timeout=1.0, tls=None, password=None, db=None):
