@@ -133,19 +133,30 @@ async def loss_accounting(server, total, channels=20, restart_after=500):
     consumers = [asyncio.ensure_future(consume(name)) for name in names]
     _, (killed, sent_before_restart) = await asyncio.gather(produce(), restart())
     assert sent_before_restart < total, "the restart missed the traffic"
-    deadline = time.monotonic() + 15
-    while not acknowledged.keys() <= received.keys() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    at_kill = {n for n, at in acknowledged.items() if at >= killed - IN_FLIGHT_AT_KILL}
+    await until(
+        lambda: acknowledged.keys() - at_kill <= received.keys(),
+        "every message acknowledged before the kill",
+        timeout=15,
+    )
+    await asyncio.sleep(0.5)  # for those acknowledged as Redis died, if they come
     for consumer in consumers:
         consumer.cancel()
     missing = sorted(acknowledged.keys() - received.keys())
-    in_flight = [n for n in missing if acknowledged[n] >= killed - IN_FLIGHT_AT_KILL]
+    in_flight = [n for n in missing if n in at_kill]
     assert len(in_flight) <= 1 and missing == in_flight, (
         f"{len(missing)} acknowledged messages never arrived: {missing}, "
         f"acknowledged {[round(acknowledged[n] - killed, 4) for n in missing]} s "
         "after the kill"
     )
     return received
+
+
+async def test_redis_killed_under_traffic_loses_no_acknowledged_message(server):
+    """But for the one a blocked pop may have held as Redis was killed."""
+    received = await loss_accounting(server, 3000)
+    duplicates = sum(count - 1 for count in received.values())
+    print(f"3,000 messages, one kill -9 restart: {duplicates} received twice")
 
 
 @pytest.mark.soak

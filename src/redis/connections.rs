@@ -414,8 +414,9 @@ impl Shard {
     /// server restarted since it was made) or read-only (a failover demoted
     /// its server) is replaced, and the request sent once more: around a
     /// restart a message may then arrive twice, never zero times. A cluster
-    /// still settling a slot's owner refused the request without running
-    /// it, so it is sent again until the reply timeout has passed.
+    /// still settling a slot's owner, or a server still loading its data,
+    /// refused the request without running it, so it is sent again until
+    /// the reply timeout has passed.
     pub async fn run<T: FromRedisValue + Send>(
         &self,
         request: &(impl Request + Sync),
@@ -581,13 +582,14 @@ pub async fn within<T>(
         .unwrap_or_else(|_| Err(timed_out()))
 }
 
-/// Whether `err` is a cluster moving a slot or electing a master, which
-/// refuses a command before running it.
+/// Whether `err` is a cluster moving a slot or electing a master, or a
+/// server loading its data after a restart, which refuses a command before
+/// running it.
 pub fn settling(err: &RedisError) -> bool {
-    use ServerErrorKind::{Ask, ClusterDown, MasterDown, Moved, TryAgain};
+    use ServerErrorKind::{Ask, BusyLoading, ClusterDown, MasterDown, Moved, TryAgain};
     matches!(
         err.kind(),
-        ErrorKind::Server(Moved | Ask | TryAgain | ClusterDown | MasterDown)
+        ErrorKind::Server(Moved | Ask | TryAgain | ClusterDown | MasterDown | BusyLoading)
     )
 }
 
