@@ -129,15 +129,17 @@ async def test_tls_and_a_password(tmp_path):
         own.stop()
 
 
-async def traffic_through(layer, change, channels=12, retry_for=0, tail=100, overlap=5):
+async def traffic_through(layer, change, channels=12, retry_for=0, tail=100):
     """Sends over `channels` normal and process-local channels while
     receivers take them, and runs `change` (a blocking call, in a thread)
     while the sending goes on: from the 100th message to the end of the
     change, then `tail` more. A send or receive that raises is a failure, unless
     `retry_for` seconds are allowed (as an application would, when a master
     dies), and then only within that long of the change. Returns what the
-    receivers got, per message, and how many sends (at least `overlap`)
-    began while the change went on."""
+    receivers got, per message, and how many sends began while the change
+    went on (at least one: a CLUSTER FAILOVER on Valkey can take a few
+    milliseconds, and the sends just after it meet the redirections too, as
+    the layer's slot map is stale until one does)."""
     names = [f"cluster-traffic-{n}" for n in range(channels // 2)]
     names += [await layer.new_channel() for _ in range(channels // 2)]
     got = {}
@@ -186,7 +188,7 @@ async def traffic_through(layer, change, channels=12, retry_for=0, tail=100, ove
     assert failures == [], failures
     missing = [n for n in acknowledged if n not in got]
     assert missing == [], f"{len(missing)} acknowledged messages never arrived"
-    assert during >= overlap, f"only {during} sends while the change went on"
+    assert during >= 1, "no send while the change went on"
     return got, during
 
 
@@ -324,9 +326,7 @@ async def a_master_killed_under(tail):
             )
 
         # A send waits the failover out, or fails and is sent again.
-        got, during = await traffic_through(
-            layer, kill_master, retry_for=10, tail=tail, overlap=1
-        )
+        got, during = await traffic_through(layer, kill_master, retry_for=10, tail=tail)
         print(
             f"\n{len(got):,} messages, a master killed after the 100th "
             f"({during} sent while its replica took over): 0 lost, "
