@@ -25,6 +25,10 @@ TEST_DEPS = [
     # Drives Debian's chromium through its chromedriver for the chat's
     # browser tests (no browser download).
     "selenium>=4.20",
+    # Deployment shapes: gunicorn --preload with uvicorn workers.
+    "gunicorn",
+    "uvicorn[standard]",
+    "uvicorn-worker",
 ]
 
 

@@ -8,6 +8,7 @@ mod errors;
 mod interpreter;
 mod memory;
 mod names;
+mod process;
 mod redis;
 mod runtime;
 

@@ -91,6 +91,19 @@ pub fn group(py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<String> {
 
 const LETTERS: &[u8; 52] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
+/// A client prefix, as channels_redis's `uuid4().hex`: 32 hex digits from
+/// the OS's generator (or, if it fails, from the clock and the pid).
+pub fn client_prefix() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos ^ u128::from(std::process::id()) << 96).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `count` random ASCII letters from the OS's generator: unaffected by
 /// `random.seed()` and different in every forked child.
 #[pyfunction]

@@ -46,6 +46,7 @@ class Serializer:
 
 class RedisCore:
     has_capacity_patterns: bool
+    client_prefix: str
     def __init__(
         self,
         hosts: list[dict[str, Any]],
@@ -55,7 +56,6 @@ class RedisCore:
         capacity: int,
         channel_capacity: list[tuple[re.Pattern[str], int]],
         serializer: Serializer,
-        client_prefix: str,
         block_seconds: float,
     ) -> None: ...
     def send(self, channel: str, message: dict[str, Any]) -> asyncio.Future[None]: ...

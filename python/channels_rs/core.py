@@ -147,7 +147,6 @@ class RedisChannelLayer(RedisLayer):
             expiry,
         )
         self.ring_size = len(specs)
-        self.client_prefix = uuid.uuid4().hex
         self._core = _core.RedisCore(
             specs,
             prefix,
@@ -156,9 +155,14 @@ class RedisChannelLayer(RedisLayer):
             capacity,
             self.channel_capacity,
             self._serializer,
-            self.client_prefix,
             self.brpop_timeout,
         )
+
+    @property
+    def client_prefix(self):
+        """What this process's new_channel() names carry: each process has its
+        own, a forked child too, so none receives another's messages."""
+        return self._core.client_prefix
 
     async def send(self, channel, message):
         """Send ``message`` to ``channel``; ChannelFull if it is at capacity."""

@@ -8,7 +8,7 @@ mod copy;
 mod state;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,11 @@ use crate::bridge;
 use crate::capacity::{unbounded_if_not_positive, Capacities};
 use crate::errors;
 use crate::names;
+use crate::process::{Guard, PerProcess};
 use state::{unix_now, Delivery, Dropped, State, Waiter};
 
 struct Shared {
-    state: Mutex<State>,
+    state: PerProcess<State>,
     expiry: Duration,
     group_expiry: f64,
     capacities: Capacities,
@@ -38,10 +39,8 @@ fn is_done(future: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> Guard<'_, State> {
+        self.state.lock()
     }
 
     /// Runs `f` on the state; what it drops is released after the lock.
@@ -153,7 +152,7 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 }
 
 impl MemoryCore {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> Guard<'_, State> {
         self.shared.lock()
     }
 }
@@ -172,7 +171,7 @@ impl MemoryCore {
             .map(|(pattern, capacity)| (pattern, unbounded_if_not_positive(capacity)))
             .collect();
         let shared = Shared {
-            state: Mutex::new(State::default()),
+            state: PerProcess::new(State::default(), State::forget_waiters),
             expiry: seconds("expiry", expiry)?,
             group_expiry,
             capacities: Capacities::new(unbounded_if_not_positive(capacity), patterns),
@@ -304,8 +303,8 @@ impl MemoryCore {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // The lock is never held while Python runs, so it is free here.
         match self.shared.state.try_lock() {
-            Ok(state) => state.traverse(&visit),
-            Err(_) => Ok(()),
+            Some(state) => state.traverse(&visit),
+            None => Ok(()),
         }
     }
 

@@ -261,6 +261,19 @@ impl State {
         self.armed.clear();
     }
 
+    /// In a forked child: the waiting receivers were the parent's, on event
+    /// loops and threads the child does not have. They are forgotten (their
+    /// objects are the parent's too); queued messages stay, as they would in
+    /// channels' own layer.
+    pub fn forget_waiters(&mut self) {
+        for channel in self.channels.values_mut() {
+            for waiter in channel.waiters.drain(..) {
+                std::mem::forget(waiter);
+            }
+        }
+        self.channels.retain(|_, channel| !channel.is_idle());
+    }
+
     /// Shows Python's garbage collector every object held here, so a cycle
     /// through a waiting receiver (future -> task -> layer) can be freed.
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {

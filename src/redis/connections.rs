@@ -5,7 +5,7 @@
 //! Connections made before a fork are not used in the child, nor those made
 //! to a master Sentinel has since replaced.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
@@ -21,6 +21,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use super::backoff::{paced, Outage};
 use super::sentinel::Watched;
 use super::Failure;
+use crate::process::{renew, PerProcess};
 
 /// Where a shard's connections come from.
 pub enum Source {
@@ -173,8 +174,9 @@ pub struct Timeouts {
     pub reply: Duration,
 }
 
-struct PerProcess {
-    pid: u32,
+/// This process's connections to a shard (see `process`).
+#[derive(Default)]
+struct Connections {
     /// With the generation of the master each was made to (see `sentinel`).
     shared: Option<(u64, Connection)>,
     /// Held while the shared connection is made, so that callers arriving
@@ -193,40 +195,23 @@ pub struct Shard {
     pub name: String,
     /// Whether, and since when, the shard is out of reach.
     pub outage: Outage,
-    state: Mutex<PerProcess>,
-}
-
-impl PerProcess {
-    fn current() -> Self {
-        PerProcess {
-            pid: std::process::id(),
-            shared: None,
-            connecting: Arc::default(),
-            connect_failed: None,
-            idle_blocking: Vec::new(),
-        }
-    }
+    state: PerProcess<Connections>,
 }
 
 impl Shard {
     pub fn new(source: Source, timeouts: Timeouts, name: String) -> Self {
-        let state = Mutex::new(PerProcess::current());
         Shard {
             source,
             timeouts,
             name,
             outage: Outage::default(),
-            state,
+            // The parent's sockets stay the parent's.
+            state: PerProcess::new(Connections::default(), |c| renew(c, Connections::default())),
         }
     }
 
-    fn with_state<R>(&self, f: impl FnOnce(&mut PerProcess) -> R) -> R {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.pid != std::process::id() {
-            // Inherited from the parent: their sockets are the parent's.
-            std::mem::forget(std::mem::replace(&mut *state, PerProcess::current()));
-        }
-        f(&mut state)
+    fn with_state<R>(&self, f: impl FnOnce(&mut Connections) -> R) -> R {
+        f(&mut self.state.lock())
     }
 
     /// A new connection, trying again while the server refuses or cannot be

@@ -20,7 +20,7 @@ mod sentinel;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyo3::exceptions::{PyAssertionError, PyConnectionError, PyTimeoutError, PyValueError};
@@ -34,6 +34,7 @@ use crate::capacity::Capacities;
 use crate::codec::Serializer;
 use crate::errors::{self, REPLY_CHANNEL_KEY};
 use crate::names;
+use crate::process::{renew, Guard, PerProcess};
 use crate::runtime;
 use connections::{settling, stale, unreachable, Shard};
 use hosts::{shard, HostSpec};
@@ -99,23 +100,49 @@ struct Inner {
     block_seconds: f64,
     serializer: Serializer,
     shards: Vec<Shard>,
+    local: PerProcess<Local>,
+    next_send: AtomicUsize,
+    next_receive: AtomicUsize,
+}
+
+/// What the layer holds for the process it runs in. A forked child starts
+/// afresh (see `process`): a client prefix of its own, so that its
+/// process-local channels are not the parent's or a sibling's, and no
+/// pumps, buffers or receives of the parent's.
+struct Local {
+    client_prefix: String,
     /// `.<client_prefix>!`: how every process-local name of this layer ends
     /// (`<prefix>.<client_prefix>!`, one Redis key per new_channel prefix).
     client_suffix: String,
     /// Receivers and buffers of this layer's process-local channels.
     inbox: Arc<Inbox>,
     /// (local name, shard) pairs a pump is reading.
-    pumps: Mutex<HashSet<(String, usize)>>,
+    pumps: HashSet<(String, usize)>,
     /// Receives of normal channels under way, by the address of their
     /// future: set when its receiver gives up, so it pops no more.
-    receiving: Mutex<HashMap<usize, Arc<AtomicBool>>>,
-    next_send: AtomicUsize,
-    next_receive: AtomicUsize,
+    receiving: HashMap<usize, Arc<AtomicBool>>,
+}
+
+impl Local {
+    fn new(capacity: usize, expiry: Duration, serializer: Serializer) -> Self {
+        let client_prefix = names::client_prefix();
+        Local {
+            client_suffix: format!(".{client_prefix}!"),
+            client_prefix,
+            inbox: Arc::new(Inbox::new(capacity, expiry, serializer)),
+            pumps: HashSet::new(),
+            receiving: HashMap::new(),
+        }
+    }
 }
 
 impl Inner {
-    fn receiving(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<AtomicBool>>> {
-        self.receiving.lock().unwrap_or_else(|p| p.into_inner())
+    fn local(&self) -> Guard<'_, Local> {
+        self.local.lock()
+    }
+
+    fn inbox(&self) -> Arc<Inbox> {
+        Arc::clone(&self.local().inbox)
     }
 
     fn key(&self, name: &str) -> String {
@@ -277,13 +304,14 @@ impl Inner {
     /// consumer between two receives finds its next message already here.
     async fn pump(self: Arc<Self>, local_name: String, shard: usize) {
         let key = self.key(&local_name);
+        let inbox = self.inbox();
         let mut idle = false;
         loop {
             if idle {
                 // Decided under the same lock receivers take to start pumps.
-                let mut pumps = self.pumps.lock().unwrap_or_else(|p| p.into_inner());
-                if !self.inbox.has_waiters(&local_name) {
-                    pumps.remove(&(local_name, shard));
+                let mut local = self.local();
+                if !local.inbox.has_waiters(&local_name) {
+                    local.pumps.remove(&(local_name, shard));
                     return;
                 }
             }
@@ -291,14 +319,14 @@ impl Inner {
                 Ok(members) => {
                     idle = members.is_empty();
                     for member in members {
-                        self.route(member);
+                        self.route(&inbox, member);
                     }
                 }
                 Err(failure) => {
                     // With nobody waiting, the check above ends the pump quietly.
                     idle = true;
                     if let (true, Failure::Redis { err, .. }) =
-                        (self.inbox.has_waiters(&local_name), failure)
+                        (inbox.has_waiters(&local_name), failure)
                     {
                         tokio::time::sleep(self.shards[shard].pause_after(&err)).await;
                     }
@@ -328,7 +356,7 @@ impl Inner {
     }
 
     /// Hands a popped local message to its channels' receivers or buffers.
-    fn route(self: &Arc<Self>, member: Vec<u8>) {
+    fn route(&self, inbox: &Arc<Inbox>, member: Vec<u8>) {
         let opened = match self.serializer.open(&member) {
             Ok(opened) => opened,
             Err(problem) => {
@@ -342,8 +370,7 @@ impl Inner {
         };
         let body = Arc::new(opened.body);
         for channel in channels {
-            self.inbox
-                .deliver(channel, Buffered::Body(Arc::clone(&body)), false);
+            inbox.deliver(channel, Buffered::Body(Arc::clone(&body)), false);
         }
     }
 
@@ -573,7 +600,6 @@ impl RedisCore {
         capacity: i64,
         channel_capacity: Vec<(Py<PyAny>, i64)>,
         serializer: &Bound<'_, Serializer>,
-        client_prefix: String,
         block_seconds: f64,
     ) -> PyResult<Self> {
         let shards = hosts.into_iter().map(shard).collect::<PyResult<Vec<_>>>()?;
@@ -590,14 +616,12 @@ impl RedisCore {
             block_seconds,
             serializer: serializer.get().clone(),
             shards,
-            client_suffix: format!(".{client_prefix}!"),
-            inbox: Arc::new(Inbox::new(
-                non_negative(capacity),
-                Duration::from_secs_f64(expiry.max(0.0)),
-                serializer.get().clone(),
-            )),
-            pumps: Mutex::new(HashSet::new()),
-            receiving: Mutex::new(HashMap::new()),
+            local: {
+                let (capacity, serializer) = (non_negative(capacity), serializer.get().clone());
+                let expiry = Duration::from_secs_f64(expiry.max(0.0));
+                let fresh = move || Local::new(capacity, expiry, serializer.clone());
+                PerProcess::new(fresh(), move |local| renew(local, fresh()))
+            },
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
         };
@@ -638,7 +662,7 @@ impl RedisCore {
         let name = names::channel(py, channel)?;
         let inner = &self.inner;
         if name.contains('!') {
-            if !non_local_name(&name).ends_with(&inner.client_suffix) {
+            if !non_local_name(&name).ends_with(&inner.local().client_suffix) {
                 return Err(PyAssertionError::new_err(format!(
                     "Wrong client prefix: {name:?} belongs to another layer instance"
                 )));
@@ -652,11 +676,11 @@ impl RedisCore {
         // The task holds the future, so its address is not reused meanwhile.
         let id = future.as_ptr() as usize;
         let abandoned = Arc::new(AtomicBool::new(false));
-        inner.receiving().insert(id, Arc::clone(&abandoned));
+        inner.local().receiving.insert(id, Arc::clone(&abandoned));
         let inner = Arc::clone(inner);
         runtime::spawn(async move {
             let taken = inner.pop(shard, &key, &abandoned).await;
-            inner.receiving().remove(&id);
+            inner.local().receiving.remove(&id);
             let taken = match taken {
                 Ok(Some(taken)) => taken,
                 Ok(None) => return,
@@ -677,9 +701,9 @@ impl RedisCore {
                 body,
                 backed_up,
             } = taken;
-            let reader = Arc::clone(&inner);
+            let reader = inner.inbox();
             let outcome: Outcome =
-                Box::new(move |py| reader.inbox.read_body(py, &body).map(Bound::unbind));
+                Box::new(move |py| reader.read_body(py, &body).map(Bound::unbind));
             // Cancelled before it arrived: back into the queue, where it was.
             let putter = Arc::clone(&inner);
             let (put_key, put_member) = (key.clone(), member.clone());
@@ -709,8 +733,13 @@ impl RedisCore {
     fn abandon(&self, py: Python<'_>, channel: &str, future: &Bound<'_, PyAny>) -> PyResult<()> {
         let local = channel.contains('!');
         if local {
-            self.inner.inbox.unwait(channel, future);
-        } else if let Some(abandoned) = self.inner.receiving().get(&(future.as_ptr() as usize)) {
+            self.inner.inbox().unwait(channel, future);
+        } else if let Some(abandoned) = self
+            .inner
+            .local()
+            .receiving
+            .get(&(future.as_ptr() as usize))
+        {
             abandoned.store(true, Ordering::Release);
         }
         let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
@@ -723,7 +752,7 @@ impl RedisCore {
         }
         let message = future.call_method0(intern!(py, "result"))?;
         if local {
-            self.inner.inbox.deliver(
+            self.inner.inbox().deliver(
                 channel.to_owned(),
                 Buffered::Message(message.unbind()),
                 true,
@@ -821,6 +850,12 @@ impl RedisCore {
         self.has_patterns
     }
 
+    /// This process's client prefix: a forked child gets its own.
+    #[getter]
+    fn client_prefix(&self) -> String {
+        self.inner.local().client_prefix.clone()
+    }
+
     fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let inner = Arc::clone(&self.inner);
         spawn(py, async move { inner.flush().await }, none)
@@ -911,14 +946,14 @@ impl RedisCore {
 
     fn receive_local<'py>(&self, py: Python<'py>, channel: String) -> PyResult<Bound<'py, PyAny>> {
         let inner = &self.inner;
-        let future = match inner.inbox.receive(py, &channel)? {
+        let future = match inner.inbox().receive(py, &channel)? {
             Received::Ready(message) => return Ok(message),
             Received::Waiting(future) => future,
         };
         let local_name = non_local_name(&channel).to_owned();
-        let mut pumps = inner.pumps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut local = inner.local();
         for shard in 0..inner.shards.len() {
-            if pumps.insert((local_name.clone(), shard)) {
+            if local.pumps.insert((local_name.clone(), shard)) {
                 runtime::spawn(Arc::clone(inner).pump(local_name.clone(), shard))?;
             }
         }

@@ -14,7 +14,7 @@
 //! between is lost.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -30,6 +30,7 @@ use super::local::{Buffered, Inbox, Received};
 use super::ring::consistent_hash;
 use super::{block, none, spawn, Failure, Work};
 use crate::codec::Serializer;
+use crate::process::{renew, Guard, PerProcess};
 use crate::{errors, names, runtime};
 
 enum Command {
@@ -43,25 +44,38 @@ enum Command {
 struct Subscriber {
     /// The names subscribed on this shard: what a new connection subscribes to.
     names: HashSet<String>,
-    /// Commands to this process's task; made with the task.
-    commands: Option<(u32, mpsc::UnboundedSender<Command>)>,
+    /// Commands to the task; made with the task.
+    commands: Option<mpsc::UnboundedSender<Command>>,
 }
 
-#[derive(Default)]
+/// What the layer holds for the process it runs in; a forked child starts
+/// with none of the parent's subscriptions, buffers or tasks (see `process`).
 struct Subscriptions {
     /// This process's channels: made by new_channel, or being received on.
     channels: HashSet<String>,
     /// Group pub/sub name -> the channels of this process in that group.
     groups: HashMap<String, HashSet<String>>,
     subscribers: Vec<Subscriber>,
+    /// Receivers and buffers of this process's channels.
+    inbox: Arc<Inbox>,
+}
+
+impl Subscriptions {
+    fn new(shards: usize, inbox: Inbox) -> Self {
+        Subscriptions {
+            channels: HashSet::new(),
+            groups: HashMap::new(),
+            subscribers: (0..shards).map(|_| Subscriber::default()).collect(),
+            inbox: Arc::new(inbox),
+        }
+    }
 }
 
 struct Inner {
     prefix: String,
     shards: Vec<Shard>,
     serializer: Serializer,
-    inbox: Arc<Inbox>,
-    state: Mutex<Subscriptions>,
+    state: PerProcess<Subscriptions>,
     /// Message types handed to every channel when a subscriber connection
     /// drops and when it is back.
     on_disconnect: Option<String>,
@@ -69,8 +83,12 @@ struct Inner {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Subscriptions> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> Guard<'_, Subscriptions> {
+        self.state.lock()
+    }
+
+    fn inbox(&self) -> Arc<Inbox> {
+        Arc::clone(&self.lock().inbox)
     }
 
     fn group_name(&self, group: &str) -> String {
@@ -81,22 +99,18 @@ impl Inner {
         consistent_hash(name, self.shards.len())
     }
 
-    /// The command channel of this process's task for `shard`, started on
-    /// first use (again in a forked child).
+    /// The command channel of the task for `shard`, started on first use.
     fn commands(
         self: &Arc<Self>,
         state: &mut Subscriptions,
         shard: usize,
     ) -> mpsc::UnboundedSender<Command> {
-        let pid = std::process::id();
         let subscriber = &mut state.subscribers[shard];
-        if let Some((owner, sender)) = &subscriber.commands {
-            if *owner == pid && !sender.is_closed() {
-                return sender.clone();
-            }
+        if let Some(sender) = subscriber.commands.as_ref().filter(|s| !s.is_closed()) {
+            return sender.clone();
         }
         let (sender, receiver) = mpsc::unbounded_channel();
-        subscriber.commands = Some((pid, sender.clone()));
+        subscriber.commands = Some(sender.clone());
         let task = listen(Arc::downgrade(self), shard, receiver);
         if let Err(err) = runtime::spawn(task) {
             log::error!(target: "channels_rs", "cannot start the pub/sub listener: {err}");
@@ -171,9 +185,9 @@ impl Inner {
                 return;
             }
         };
-        let targets: Vec<String> = {
+        let (inbox, targets): (_, Vec<String>) = {
             let state = self.lock();
-            if state.channels.contains(name) {
+            let targets = if state.channels.contains(name) {
                 vec![name.to_owned()]
             } else if let Some(members) = state.groups.get(name) {
                 members
@@ -183,12 +197,12 @@ impl Inner {
                     .collect()
             } else {
                 Vec::new()
-            }
+            };
+            (Arc::clone(&state.inbox), targets)
         };
         let body = Arc::new(opened.body);
         for channel in targets {
-            self.inbox
-                .deliver(channel, Buffered::Body(Arc::clone(&body)), false);
+            inbox.deliver(channel, Buffered::Body(Arc::clone(&body)), false);
         }
     }
 
@@ -198,10 +212,15 @@ impl Inner {
             return;
         };
         let body = Arc::new(self.serializer.notice(message_type));
-        let channels: Vec<String> = self.lock().channels.iter().cloned().collect();
+        let (inbox, channels): (_, Vec<String>) = {
+            let state = self.lock();
+            (
+                Arc::clone(&state.inbox),
+                state.channels.iter().cloned().collect(),
+            )
+        };
         for channel in channels {
-            self.inbox
-                .deliver(channel, Buffered::Body(Arc::clone(&body)), false);
+            inbox.deliver(channel, Buffered::Body(Arc::clone(&body)), false);
         }
     }
 
@@ -423,18 +442,19 @@ impl PubSubCore {
         on_reconnect: Option<String>,
     ) -> PyResult<Self> {
         let shards = hosts.into_iter().map(shard).collect::<PyResult<Vec<_>>>()?;
-        let subscribers = shards.iter().map(|_| Subscriber::default()).collect();
         let serializer = serializer.get().clone();
         let expiry = Duration::from_secs_f64(expiry.max(0.0));
+        let state = {
+            let (count, serializer) = (shards.len(), serializer.clone());
+            let fresh =
+                move || Subscriptions::new(count, Inbox::new(capacity, expiry, serializer.clone()));
+            PerProcess::new(fresh(), move |state| renew(state, fresh()))
+        };
         let inner = Inner {
             prefix,
             shards,
-            inbox: Arc::new(Inbox::new(capacity, expiry, serializer.clone())),
             serializer,
-            state: Mutex::new(Subscriptions {
-                subscribers,
-                ..Subscriptions::default()
-            }),
+            state,
             on_disconnect,
             on_reconnect,
         };
@@ -509,7 +529,7 @@ impl PubSubCore {
                 }
             })?;
         }
-        match inner.inbox.receive(py, &name)? {
+        match inner.inbox().receive(py, &name)? {
             Received::Ready(message) | Received::Waiting(message) => Ok(message),
         }
     }
@@ -519,13 +539,13 @@ impl PubSubCore {
     /// was buffered for it dropped.
     fn abandon(&self, channel: &str, future: &Bound<'_, PyAny>) {
         let inner = &self.inner;
-        inner.inbox.unwait(channel, future);
         let mut state = inner.lock();
+        state.inbox.unwait(channel, future);
         if state.channels.remove(channel) {
             // Nobody waits for the confirmation: a receive is being cancelled.
             inner.unsubscribe(&mut state, channel);
         }
-        inner.inbox.forget(channel);
+        state.inbox.forget(channel);
     }
 
     fn group_add<'py>(
@@ -588,7 +608,7 @@ impl PubSubCore {
             let groups: Vec<String> = state.groups.drain().map(|(name, _)| name).collect();
             for name in names.iter().chain(&groups) {
                 confirmations.extend(inner.unsubscribe(&mut state, name));
-                inner.inbox.forget(name);
+                state.inbox.forget(name);
             }
         }
         let all = async move {

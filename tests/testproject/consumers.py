@@ -1,5 +1,8 @@
-"""Two consumers that join the broadcast group on connect and leave it on
-disconnect: one async, one sync (which reaches the layer via async_to_sync)."""
+"""Consumers that join the broadcast group on connect and leave it on
+disconnect: one async, one sync (which reaches the layer via async_to_sync),
+and one that first says which process serves it."""
+
+import os
 
 from asgiref.sync import async_to_sync
 from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
@@ -29,3 +32,11 @@ class SyncChatConsumer(WebsocketConsumer):
 
     def broadcast_message(self, event):
         self.send(text_data=event["text"])
+
+
+class PidConsumer(AsyncChatConsumer):
+    """Says which process serves it, then broadcasts as the others."""
+
+    async def connect(self):
+        await super().connect()
+        await self.send(text_data=f"pid:{os.getpid()}")

@@ -5,4 +5,5 @@ from . import consumers
 websocket_urlpatterns = [
     path("ws/async/", consumers.AsyncChatConsumer.as_asgi()),
     path("ws/sync/", consumers.SyncChatConsumer.as_asgi()),
+    path("ws/pid/", consumers.PidConsumer.as_asgi()),
 ]
