@@ -106,6 +106,20 @@ fn complete(py: Python<'_>, completion: Completion) -> PyResult<()> {
     Ok(())
 }
 
+/// The result a future holds when its awaiter gave up on it: none if it
+/// is still pending, was cancelled, or failed.
+pub fn unclaimed<'py>(future: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = future.py();
+    let called = |name| future.call_method0(name)?.is_truthy();
+    if !called(intern!(py, "done"))? || called(intern!(py, "cancelled"))? {
+        return Ok(None);
+    }
+    if !future.call_method0(intern!(py, "exception"))?.is_none() {
+        return Ok(None);
+    }
+    future.call_method0(intern!(py, "result")).map(Some)
+}
+
 /// A new future of the running loop, and the queue that completes it.
 pub fn pending(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Arc<Queue>)> {
     let event_loop = running_loop(py)?;

@@ -148,6 +148,17 @@ def command(port, *words, timeout=1.0, tls=None, password=None, db=None):
         return connection.recv(65536)
 
 
+def members(port, key):
+    """The members of the sorted set `key`, binary ones too."""
+    reply, found, at = command(port, "ZRANGE", key, 0, -1), [], 0
+    while (start := reply.find(b"$", at)) >= 0:
+        length_end = reply.index(b"\r\n", start)
+        length = int(reply[start + 1 : length_end])
+        at = length_end + 2 + length
+        found.append(reply[length_end + 2 : at])
+    return found
+
+
 class RedisServer:
     """A server on a free port; with `monitor`, a Sentinel watching that
     server as master "mymaster" (`quorum` Sentinels must agree it is down),

@@ -97,9 +97,10 @@ async def test_invalid_names_are_refused(layer, name):
 async def test_messages_must_be_dicts(layer):
     channel = await layer.new_channel()
     for bad in (["a list"], "text", None):
-        with pytest.raises(InvalidMessage):
+        said = f"^message must be a dict, not {type(bad).__name__}$"
+        with pytest.raises(InvalidMessage, match=said):
             await layer.send(channel, bad)
-        with pytest.raises(InvalidMessage):
+        with pytest.raises(InvalidMessage, match=said):
             await layer.group_send("behaviour-room", bad)
 
 

@@ -13,8 +13,11 @@ class CoreLayer(BaseChannelLayer):
         if isinstance(waiter, dict):
             return waiter
         try:
-            return await waiter
+            message = await waiter
         except BaseException:
             # Cancelled, possibly after a message was handed over: put it back.
-            self._core.abandon(channel, waiter)
+            self._core.finish(channel, waiter, False)
             raise
+        # Only now is it this consumer's: till here a kill -9 loses nothing.
+        self._core.finish(channel, waiter, True)
+        return message

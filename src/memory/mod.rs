@@ -199,8 +199,7 @@ impl MemoryCore {
     }
 
     /// The oldest queued message of `channel`, or an asyncio future that the
-    /// next one completes. Whoever awaits that future must call `abandon` if
-    /// the await ends in an exception.
+    /// next one completes. Whoever awaits that future calls `finish` after it.
     fn receive<'py>(
         &self,
         py: Python<'py>,
@@ -233,17 +232,25 @@ impl MemoryCore {
         Ok(queued.map_or(future, |message| message.into_bound(py)))
     }
 
-    /// After an await of a `receive` future failed (cancelled): stop waiting,
-    /// and put back a message that was handed over but never taken.
-    fn abandon(&self, py: Python<'_>, channel: &str, future: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// After an await of a `receive` future: whether the message was
+    /// `taken`. If not (cancelled), stop waiting, and put back a message that
+    /// was handed over but never taken.
+    fn finish(
+        &self,
+        py: Python<'_>,
+        channel: &str,
+        future: &Bound<'_, PyAny>,
+        taken: bool,
+    ) -> PyResult<()> {
+        if taken {
+            return Ok(());
+        }
         self.shared
             .with_state(|state, dropped| state.remove_waiter(channel, future, dropped));
-        let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
-        if is_done(future)? && !cancelled {
-            let message = future.call_method0(intern!(py, "result"))?.unbind();
-            self.shared.give_back(py, channel, message)?;
+        match bridge::unclaimed(future)? {
+            Some(message) => self.shared.give_back(py, channel, message.unbind()),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn group_add(

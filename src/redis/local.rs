@@ -243,6 +243,20 @@ impl Inbox {
         self.local.unwait(channel, future);
     }
 
+    /// After its receiver gave up on `future`: stop waiting, and put back
+    /// at the front a message it was handed but never took.
+    pub fn abandon(self: &Arc<Self>, channel: &str, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.unwait(channel, future);
+        if let Some(message) = bridge::unclaimed(future)? {
+            self.deliver(
+                channel.to_owned(),
+                Buffered::Message(message.unbind()),
+                true,
+            );
+        }
+        Ok(())
+    }
+
     /// Drops what is buffered for `channel`.
     pub fn forget(&self, channel: &str) {
         while self.local.take(channel).is_some() {}

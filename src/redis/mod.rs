@@ -7,6 +7,7 @@
 //! back through the loop's bridge (see `bridge`).
 
 mod backoff;
+mod backup;
 mod connections;
 mod hosts;
 mod local;
@@ -36,6 +37,7 @@ use crate::errors::{self, REPLY_CHANNEL_KEY};
 use crate::names;
 use crate::process::{renew, Guard, PerProcess};
 use crate::runtime;
+use backup::{Backup, Receipt, Settled};
 use connections::{settling, stale, unreachable, Shard};
 use hosts::{shard, HostSpec};
 use local::{Buffered, Inbox, Received};
@@ -119,8 +121,8 @@ struct Local {
     /// (local name, shard) pairs a pump is reading.
     pumps: HashSet<(String, usize)>,
     /// Receives of normal channels under way, by the address of their
-    /// future: set when its receiver gives up, so it pops no more.
-    receiving: HashMap<usize, Arc<AtomicBool>>,
+    /// future, until their receiver has taken the message or given up.
+    receiving: HashMap<usize, Arc<Receipt>>,
 }
 
 impl Local {
@@ -147,6 +149,10 @@ impl Inner {
 
     fn key(&self, name: &str) -> String {
         format!("{}{}", self.prefix, name)
+    }
+
+    fn backup(&self, shard: usize, key: &str) -> Backup {
+        Backup::of(&self.prefix, key, self.shards[shard].is_cluster())
     }
 
     fn round_robin(&self, counter: &AtomicUsize) -> usize {
@@ -216,7 +222,7 @@ impl Inner {
                 Err(problem) => {
                     log::error!(target: "channels_rs", "dropped a message on {key} that cannot be read: {problem}");
                     if backed_up {
-                        self.clear_backup(from, key, &member).await;
+                        self.forget_backup(from, key, &member).await;
                     }
                 }
             }
@@ -230,10 +236,8 @@ impl Inner {
     /// Senders take turns over the shards (and group_send writes to the
     /// shard of the name), so a queued message may be on any of them: each
     /// is asked once, `shard` first, without blocking. Only then does a
-    /// connection of our own block on `shard`. That pop is not backed up:
-    /// BZPOPMIN cannot be combined with a write, and a backup written after
-    /// its reply (as channels_redis does) only covers a moment in which the
-    /// message is already in this process.
+    /// connection of our own block on `shard`. BZPOPMIN cannot be combined
+    /// with a write: its member is backed up right after (`hand_over`).
     async fn pop_member(&self, shard: usize, key: &str) -> Result<Option<Member>, Failure> {
         for offset in 0..self.shards.len() {
             let at = (shard + offset) % self.shards.len();
@@ -253,45 +257,66 @@ impl Inner {
         Ok(blocked.map(|(_, member, score)| (shard, member, score, false)))
     }
 
-    /// A queued member of `key` on `shard`, without waiting. It is popped
-    /// and backed up in one script (scripts::POP) on the shared connection,
-    /// pipelined with other callers' commands; a reply lost with the
-    /// connection leaves it for the next receiver's restore step. On a
-    /// cluster the backup key lives in another slot, so there is none.
+    /// A queued member of `key` on `shard`, without waiting, popped and
+    /// backed up in one script on the shared connection, pipelined with
+    /// other callers' commands. A reply lost with the connection leaves the
+    /// backup to lapse and come back (see `backup`).
     async fn take_queued(
         &self,
         shard: usize,
         key: &str,
     ) -> Result<Option<(Vec<u8>, f64, bool)>, Failure> {
-        let source = &self.shards[shard];
-        let (popped, backed_up): (Vec<(Vec<u8>, f64)>, bool) = if source.is_cluster() {
-            let mut command = redis::cmd("ZPOPMIN");
-            command.arg(key);
-            (source.run(&command).await?, false)
-        } else {
-            let mut invocation = scripts::POP.prepare_invoke();
-            invocation.key(key).key(format!("{key}$inflight")).arg(1);
-            (source.run(&invocation).await?, true)
-        };
-        Ok(popped
-            .into_iter()
-            .next()
-            .map(|(member, score)| (member, score, backed_up)))
+        let taken = self
+            .backup(shard, key)
+            .take(&self.shards[shard], key, self.expiry)
+            .await?;
+        Ok(taken.map(|(member, score)| (member, score, true)))
     }
 
-    /// Removes a taken message from its channel's in-flight backup.
-    async fn clear_backup(&self, shard: usize, key: &str, member: &[u8]) {
-        let mut command = redis::cmd("ZREM");
-        command.arg(format!("{key}$inflight")).arg(member);
-        let _: Result<i64, _> = self.shards[shard].run(&command).await;
+    /// Forgets the backup of a message that has reached its consumer (or
+    /// could not be read).
+    async fn forget_backup(&self, shard: usize, key: &str, member: &[u8]) {
+        let backup = self.backup(shard, key);
+        if let Err(Failure::Redis { err, .. }) =
+            backup.clear(&self.shards[shard], key, member).await
+        {
+            log::warn!(target: "channels_rs", "could not clear the in-flight copy of a message on {key}, which may be delivered again: {err}");
+        }
     }
 
-    /// Puts a message back at its old place in the queue.
-    async fn requeue(&self, shard: usize, key: &str, member: &[u8], score: f64) {
-        let mut command = redis::cmd("ZADD");
-        command.arg(key).arg(score).arg(member);
-        if let Err(Failure::Redis { err, .. }) = self.shards[shard].run::<i64>(&command).await {
-            log::error!(target: "channels_rs", "could not put back a message on {key}: {err}");
+    /// Until the receiver of a message popped from `key` settles it: keeps
+    /// its backup (writing it first if the blocking pop could not), then
+    /// forgets it once taken, or puts the message back.
+    async fn hand_over(
+        &self,
+        taken: Taken,
+        key: &str,
+        settled: tokio::sync::oneshot::Receiver<Settled>,
+    ) {
+        let Taken {
+            shard,
+            member,
+            score,
+            backed_up,
+            ..
+        } = taken;
+        let (backup, source) = (self.backup(shard, key), &self.shards[shard]);
+        if !backed_up {
+            // Failing, the message is only in this process, as channels_redis's would be.
+            let _ = backup.hold(source, &member, Some(score), self.expiry).await;
+        }
+        match backup
+            .hold_until_settled(source, &member, self.expiry, settled)
+            .await
+        {
+            None => {}
+            Some(Settled::Taken) => self.forget_backup(shard, key, &member).await,
+            Some(Settled::Returned) => {
+                let put_back = backup.put_back(source, key, &member, score, self.expiry);
+                if let Err(Failure::Redis { err, .. }) = put_back.await {
+                    log::warn!(target: "channels_rs", "a message on {key} goes back once its lease runs out, not at once: {err}");
+                }
+            }
         }
     }
 
@@ -652,8 +677,8 @@ impl RedisCore {
         block(py, self.send_work(py, channel, message)?)
     }
 
-    /// A message, or a future of one. If awaiting the future fails (it was
-    /// cancelled), call `abandon`.
+    /// A message, or a future of one. Whoever awaits the future calls
+    /// `finish` after it.
     fn receive<'py>(
         &self,
         py: Python<'py>,
@@ -673,15 +698,14 @@ impl RedisCore {
         let key = inner.key(&name);
         let (future, queue) = bridge::pending(py)?;
         let target = future.clone().unbind();
-        // The task holds the future, so its address is not reused meanwhile.
+        let (receipt, settled) = Receipt::new();
+        // The awaiting coroutine holds the future until `finish`, so its
+        // address is not reused meanwhile.
         let id = future.as_ptr() as usize;
-        let abandoned = Arc::new(AtomicBool::new(false));
-        inner.local().receiving.insert(id, Arc::clone(&abandoned));
+        inner.local().receiving.insert(id, Arc::clone(&receipt));
         let inner = Arc::clone(inner);
         runtime::spawn(async move {
-            let taken = inner.pop(shard, &key, &abandoned).await;
-            inner.local().receiving.remove(&id);
-            let taken = match taken {
+            let mut taken = match inner.pop(shard, &key, &receipt.abandoned).await {
                 Ok(Some(taken)) => taken,
                 Ok(None) => return,
                 Err(failure) => {
@@ -694,24 +718,15 @@ impl RedisCore {
                     return;
                 }
             };
-            let Taken {
-                shard,
-                member,
-                score,
-                body,
-                backed_up,
-            } = taken;
             let reader = inner.inbox();
+            let body = std::mem::take(&mut taken.body);
             let outcome: Outcome =
                 Box::new(move |py| reader.read_body(py, &body).map(Bound::unbind));
-            // Cancelled before it arrived: back into the queue, where it was.
-            let putter = Arc::clone(&inner);
-            let (put_key, put_member) = (key.clone(), member.clone());
+            // Cancelled before it arrived, or given up on meanwhile: it goes back.
+            let returned = Arc::clone(&receipt);
             let settle: Settle = Box::new(move |_py, unused| {
-                if unused.is_some() {
-                    let _ = runtime::spawn(async move {
-                        putter.requeue(shard, &put_key, &put_member, score).await
-                    });
+                if unused.is_some() || returned.abandoned.load(Ordering::Acquire) {
+                    returned.settle(Settled::Returned);
                 }
             });
             queue.push(Completion {
@@ -719,55 +734,46 @@ impl RedisCore {
                 outcome,
                 settle: Some(settle),
             });
-            // The message is ours now: clear the backup at once, so no other
-            // receiver's restore step hands it out a second time.
-            if backed_up {
-                inner.clear_backup(shard, &key, &member).await;
-            }
+            // Only the future's settle and `finish` can settle it now: once
+            // both are gone unsaid, `settled` reports it.
+            drop(receipt);
+            inner.hand_over(taken, &key, settled).await;
         })?;
         Ok(future)
     }
 
-    /// After an await of a `receive` future failed: stop waiting, and put
-    /// back a message that arrived but was never taken.
-    fn abandon(&self, py: Python<'_>, channel: &str, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        let local = channel.contains('!');
-        if local {
-            self.inner.inbox().unwait(channel, future);
-        } else if let Some(abandoned) = self
-            .inner
-            .local()
-            .receiving
-            .get(&(future.as_ptr() as usize))
-        {
-            abandoned.store(true, Ordering::Release);
+    /// After an await of a `receive` future: whether the message was
+    /// `taken`. If not, stop waiting, and put back a message that arrived.
+    fn finish(
+        &self,
+        py: Python<'_>,
+        channel: &str,
+        future: &Bound<'_, PyAny>,
+        taken: bool,
+    ) -> PyResult<()> {
+        if channel.contains('!') {
+            return if taken {
+                Ok(())
+            } else {
+                self.inner.inbox().abandon(channel, future)
+            };
         }
+        let id = future.as_ptr() as usize;
+        let Some(receipt) = self.inner.local().receiving.remove(&id) else {
+            return Ok(());
+        };
+        if taken {
+            receipt.settle(Settled::Taken);
+            return Ok(());
+        }
+        receipt.abandoned.store(true, Ordering::Release);
+        // Cancelled after the message arrived (a cancelled future's settle
+        // returns it already).
         let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
-        if !future.call_method0(intern!(py, "done"))?.is_truthy()? || cancelled {
-            return Ok(());
+        if !cancelled && future.call_method0(intern!(py, "done"))?.is_truthy()? {
+            receipt.settle(Settled::Returned);
         }
-        // A receive that failed took nothing to put back.
-        if !future.call_method0(intern!(py, "exception"))?.is_none() {
-            return Ok(());
-        }
-        let message = future.call_method0(intern!(py, "result"))?;
-        if local {
-            self.inner.inbox().deliver(
-                channel.to_owned(),
-                Buffered::Message(message.unbind()),
-                true,
-            );
-            return Ok(());
-        }
-        // Arrived, but the receiver was cancelled before taking it: send it
-        // back to the channel rather than lose it.
-        let member = self
-            .inner
-            .serializer
-            .encode(errors::require_dict(&message)?, None)?;
-        let inner = Arc::clone(&self.inner);
-        let (shard, key) = (inner.round_robin(&inner.next_send), inner.key(channel));
-        runtime::spawn(async move { inner.requeue(shard, &key, &member, unix_now()).await })
+        Ok(())
     }
 
     fn group_add<'py>(

@@ -512,7 +512,7 @@ impl PubSubCore {
     }
 
     /// A message, or a future of one. Subscribes to `channel` first if
-    /// this process is not yet. If awaiting the future fails, call `abandon`.
+    /// this process is not yet. Whoever awaits the future calls `finish` after it.
     fn receive<'py>(
         &self,
         py: Python<'py>,
@@ -534,10 +534,13 @@ impl PubSubCore {
         }
     }
 
-    /// After an await of a `receive` future failed: the consumer is gone,
-    /// as channels_redis assumes, so the channel is unsubscribed and what
-    /// was buffered for it dropped.
-    fn abandon(&self, channel: &str, future: &Bound<'_, PyAny>) {
+    /// After an await of a `receive` future: whether the message was
+    /// `taken`. If not, the consumer is gone, as channels_redis assumes, so
+    /// the channel is unsubscribed and what was buffered for it dropped.
+    fn finish(&self, channel: &str, future: &Bound<'_, PyAny>, taken: bool) {
+        if taken {
+            return;
+        }
         let inner = &self.inner;
         let mut state = inner.lock();
         state.inbox.unwait(channel, future);

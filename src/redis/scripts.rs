@@ -66,24 +66,91 @@ pub static GROUP_ADD: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: queue, its in-flight backup. ARGV: most members to take.
-/// Puts back what an interrupted receiver left in the backup (the protocol
-/// channels_redis receivers share), then pops up to ARGV[1] members, copying
-/// each into the backup in the same step, so no crash or cancellation can
-/// lose one. Returns member, score, member, score, ...
+/// KEYS: queue, our backup of it, the leases, channels_redis's backup (see
+/// `backup`). ARGV: lease seconds, expiry.
+/// Puts back the backed-up members whose lease ran out, leases those of
+/// channels_redis's backup that have none, then pops one member and backs
+/// it up under a lease in the same step, so no crash or cancellation can
+/// lose it. Leases run on the server's clock, which every receiver shares.
+/// Returns {member, score}, or {} if the queue is empty.
 pub static POP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-        for i = #backed_up, 1, -2 do
-            redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
+        local now = tonumber(redis.call('TIME')[1])
+        local lapsed = redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE')
+        for _, member in ipairs(lapsed) do
+            for _, backup in ipairs({KEYS[2], KEYS[4]}) do
+                local score = redis.call('ZSCORE', backup, member)
+                if score then
+                    redis.call('ZADD', KEYS[1], score, member)
+                    redis.call('ZREM', backup, member)
+                end
+            end
+            redis.call('ZREM', KEYS[3], member)
         end
-        redis.call('DEL', KEYS[2])
-        local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
-        for i = 1, #popped, 2 do
-            redis.call('ZADD', KEYS[2], popped[i + 1], popped[i])
+        if #lapsed > 0 then
+            redis.call('EXPIRE', KEYS[1], ARGV[2])
         end
+        local deadline = now + tonumber(ARGV[1])
+        for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+            if not redis.call('ZSCORE', KEYS[3], member) then
+                redis.call('ZADD', KEYS[3], deadline, member)
+            end
+        end
+        local popped = redis.call('ZPOPMIN', KEYS[1])
+        if popped[1] then
+            redis.call('ZADD', KEYS[2], popped[2], popped[1])
+            redis.call('ZADD', KEYS[3], deadline, popped[1])
+            redis.call('EXPIRE', KEYS[2], ARGV[2])
+        end
+        redis.call('EXPIRE', KEYS[3], ARGV[2])
         return popped
+        ",
+    )
+});
+
+/// KEYS: our backup of a queue, the leases. ARGV: lease seconds, expiry, member,
+/// and its queue score when it is not backed up yet.
+/// Leases the member for another ARGV[1] seconds of the server's clock.
+pub static HOLD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if ARGV[4] then
+            redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+            redis.call('EXPIRE', KEYS[1], ARGV[2])
+        end
+        local now = tonumber(redis.call('TIME')[1])
+        redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), ARGV[3])
+        redis.call('EXPIRE', KEYS[2], ARGV[2])
+        ",
+    )
+});
+
+/// KEYS: queue, our backup of it, the leases. ARGV: member.
+/// Forgets the backup of a message its consumer has. If the backup is gone,
+/// its lease had run out (this process stalled, or lost Redis, for longer)
+/// and a pop put the message back into the queue: it leaves the queue
+/// again, unless another receiver took it meanwhile.
+pub static CLEAR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('ZREM', KEYS[3], ARGV[1])
+        if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
+            redis.call('ZREM', KEYS[1], ARGV[1])
+        end
+        ",
+    )
+});
+
+/// KEYS: queue, our backup of it, the leases. ARGV: score, member, expiry.
+/// Moves a backed-up member back into the queue at its old place.
+pub static PUT_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+        redis.call('EXPIRE', KEYS[1], ARGV[3])
+        redis.call('ZREM', KEYS[2], ARGV[2])
+        redis.call('ZREM', KEYS[3], ARGV[2])
         ",
     )
 });
