@@ -105,6 +105,8 @@ struct Inner {
     local: PerProcess<Local>,
     next_send: AtomicUsize,
     next_receive: AtomicUsize,
+    /// Set when the Python layer is gone (see `RedisCore`'s drop).
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the layer holds for the process it runs in. A forked child starts
@@ -328,6 +330,15 @@ impl Inner {
     /// It goes on after the last waiter until a pop finds nothing, so a
     /// consumer between two receives finds its next message already here.
     async fn pump(self: Arc<Self>, local_name: String, shard: usize) {
+        let mut closed = self.closed.subscribe();
+        tokio::select! {
+            () = self.pump_until_idle(local_name, shard) => {}
+            // Nobody can receive on the layer's local channels any more.
+            _ = closed.wait_for(|closed| *closed) => {}
+        }
+    }
+
+    async fn pump_until_idle(&self, local_name: String, shard: usize) {
         let key = self.key(&local_name);
         let inbox = self.inbox();
         let mut idle = false;
@@ -649,6 +660,7 @@ impl RedisCore {
             },
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
+            closed: tokio::sync::watch::Sender::new(false),
         };
         Ok(RedisCore {
             inner: Arc::new(inner),
@@ -881,6 +893,20 @@ impl RedisCore {
         }
     }
 }
+/// A layer dropped without closing (`override_settings` in a test suite
+/// makes a new one each time) lets go of its connections and pumps now,
+/// not when their blocking pops time out. A receive of a normal channel
+/// that its consumer gave up on keeps its blocking pop to the end, so that
+/// a message the server hands it meanwhile goes back rather than being lost.
+impl Drop for RedisCore {
+    fn drop(&mut self) {
+        self.inner.closed.send_replace(true);
+        for shard in &self.inner.shards {
+            shard.close();
+        }
+    }
+}
+
 impl RedisCore {
     fn send_work(
         &self,
