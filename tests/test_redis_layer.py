@@ -23,6 +23,7 @@ from redis_server import (
     command,
     connections_received,
     info_field,
+    wait_for,
 )
 
 
@@ -474,3 +475,4 @@ def test_a_receive_left_on_a_closed_loop_loses_nothing(redis):
         return await asyncio.wait_for(layer.receive("orphaned"), 3)
 
     assert asyncio.run(receive_again()) == {"type": "kept"}
+    wait_for(lambda: keys(redis) == [], "its backup cleared")

@@ -279,10 +279,10 @@ impl Inner {
     /// could not be read).
     async fn forget_backup(&self, shard: usize, key: &str, member: &[u8]) {
         let backup = self.backup(shard, key);
-        if let Err(Failure::Redis { err, .. }) =
+        if let Err(Failure::Redis { shard, err }) =
             backup.clear(&self.shards[shard], key, member).await
         {
-            log::warn!(target: "channels_rs", "could not clear the in-flight copy of a message on {key}, which may be delivered again: {err}");
+            log::warn!(target: "channels_rs", "Redis at {shard}: could not clear the backup of a message taken from {key}, which may come again: {err}");
         }
     }
 
@@ -315,8 +315,8 @@ impl Inner {
             Some(Settled::Taken) => self.forget_backup(shard, key, &member).await,
             Some(Settled::Returned) => {
                 let put_back = backup.put_back(source, key, &member, score, self.expiry);
-                if let Err(Failure::Redis { err, .. }) = put_back.await {
-                    log::warn!(target: "channels_rs", "a message on {key} goes back once its lease runs out, not at once: {err}");
+                if let Err(Failure::Redis { shard, err }) = put_back.await {
+                    log::warn!(target: "channels_rs", "Redis at {shard}: a message given back to {key} returns once its lease runs out, not at once: {err}");
                 }
             }
         }
