@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::oneshot;
+
 use pyo3::exceptions::{PyAssertionError, PyConnectionError, PyTimeoutError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -37,7 +39,7 @@ use crate::errors::{self, REPLY_CHANNEL_KEY};
 use crate::names;
 use crate::process::{renew, Guard, PerProcess};
 use crate::runtime;
-use backup::{Backup, Receipt, Settled};
+use backup::{Backup, Receipt, Settled, GRACE};
 use connections::{settling, stale, unreachable, Shard};
 use hosts::{shard, HostSpec};
 use local::{Buffered, Inbox, Received};
@@ -287,32 +289,40 @@ impl Inner {
     }
 
     /// Until the receiver of a message popped from `key` settles it: keeps
-    /// its backup (writing it first if the blocking pop could not), then
-    /// forgets it once taken, or puts the message back.
-    async fn hand_over(
-        &self,
-        taken: Taken,
-        key: &str,
-        settled: tokio::sync::oneshot::Receiver<Settled>,
-    ) {
+    /// its backup (writing one first if the blocking pop could not, unless
+    /// the consumer takes it within `GRACE`), then forgets it once taken,
+    /// or puts the message back.
+    async fn hand_over(&self, taken: Taken, key: &str, mut settled: oneshot::Receiver<Settled>) {
         let Taken {
             shard,
             member,
             score,
-            backed_up,
+            mut backed_up,
             ..
         } = taken;
         let (backup, source) = (self.backup(shard, key), &self.shards[shard]);
+        let mut how = None;
         if !backed_up {
-            // Failing, the message is only in this process, as channels_redis's would be.
-            let _ = backup.hold(source, &member, Some(score), self.expiry).await;
+            match tokio::time::timeout(GRACE, &mut settled).await {
+                Ok(early) => how = Some(early.unwrap_or(Settled::Returned)),
+                // Failing, the message is only in this process, as channels_redis's would be.
+                Err(_) => {
+                    backed_up = backup
+                        .hold(source, &member, Some(score), self.expiry)
+                        .await
+                        .is_ok()
+                }
+            }
         }
-        match backup
-            .hold_until_settled(source, &member, self.expiry, settled)
-            .await
-        {
+        if how.is_none() {
+            how = backup
+                .hold_until_settled(source, &member, self.expiry, &mut settled)
+                .await;
+        }
+        match how {
             None => {}
-            Some(Settled::Taken) => self.forget_backup(shard, key, &member).await,
+            Some(Settled::Taken) if backed_up => self.forget_backup(shard, key, &member).await,
+            Some(Settled::Taken) => {}
             Some(Settled::Returned) => {
                 let put_back = backup.put_back(source, key, &member, score, self.expiry);
                 if let Err(Failure::Redis { shard, err }) = put_back.await {

@@ -91,10 +91,11 @@ pub static POP: LazyLock<Script> = LazyLock::new(|| {
         if #lapsed > 0 then
             redis.call('EXPIRE', KEYS[1], ARGV[2])
         end
-        local deadline = now + tonumber(ARGV[1])
+        local deadline, leased = now + tonumber(ARGV[1]), false
         for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
             if not redis.call('ZSCORE', KEYS[3], member) then
                 redis.call('ZADD', KEYS[3], deadline, member)
+                leased = true
             end
         end
         local popped = redis.call('ZPOPMIN', KEYS[1])
@@ -103,7 +104,9 @@ pub static POP: LazyLock<Script> = LazyLock::new(|| {
             redis.call('ZADD', KEYS[3], deadline, popped[1])
             redis.call('EXPIRE', KEYS[2], ARGV[2])
         end
-        redis.call('EXPIRE', KEYS[3], ARGV[2])
+        if leased or popped[1] then
+            redis.call('EXPIRE', KEYS[3], ARGV[2])
+        end
         return popped
         ",
     )
@@ -122,22 +125,6 @@ pub static HOLD: LazyLock<Script> = LazyLock::new(|| {
         local now = tonumber(redis.call('TIME')[1])
         redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), ARGV[3])
         redis.call('EXPIRE', KEYS[2], ARGV[2])
-        ",
-    )
-});
-
-/// KEYS: queue, our backup of it, the leases. ARGV: member.
-/// Forgets the backup of a message its consumer has. If the backup is gone,
-/// its lease had run out (this process stalled, or lost Redis, for longer)
-/// and a pop put the message back into the queue: it leaves the queue
-/// again, unless another receiver took it meanwhile.
-pub static CLEAR: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        redis.call('ZREM', KEYS[3], ARGV[1])
-        if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
-            redis.call('ZREM', KEYS[1], ARGV[1])
-        end
         ",
     )
 });
