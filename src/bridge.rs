@@ -8,7 +8,9 @@
 //! operation when many are in flight (research/bridge-costs.md).
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -104,6 +106,49 @@ fn complete(py: Python<'_>, completion: Completion) -> PyResult<()> {
         }
     }
     Ok(())
+}
+
+/// What an engine's failed operation becomes in Python, on the loop thread.
+pub trait Failed: Send + 'static {
+    fn into_py(self, py: Python<'_>) -> PyErr;
+}
+
+/// Runs `work` on the runtime; its result completes the returned future.
+pub fn spawn<'py, T: Send + 'static, E: Failed>(
+    py: Python<'py>,
+    work: impl Future<Output = Result<T, E>> + Send + 'static,
+    to_python: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (future, queue) = pending(py)?;
+    let target = future.clone().unbind();
+    runtime::spawn(async move {
+        let result = work.await;
+        let outcome: Outcome = Box::new(move |py| match result {
+            Ok(value) => to_python(py, value),
+            Err(failure) => Err(failure.into_py(py)),
+        });
+        queue.push(Completion {
+            future: target,
+            outcome,
+            settle: None,
+        });
+    })?;
+    Ok(future)
+}
+
+/// An engine's work for an operation, ready to run.
+pub type Work<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// Runs `work` to completion on this thread, the GIL released meanwhile.
+pub fn block<T: Send, E: Failed>(py: Python<'_>, work: Work<T, E>) -> PyResult<T> {
+    let handle = runtime::handle()?;
+    py.detach(|| handle.block_on(work))
+        .map_err(|failure| failure.into_py(py))
+}
+
+/// The Python result of an operation that returns nothing.
+pub fn none(py: Python<'_>, _: ()) -> PyResult<Py<PyAny>> {
+    Ok(py.None())
 }
 
 /// The result a future holds when its awaiter gave up on it: none if it

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::connections::Shard;
-use super::{scripts, Failure};
+use super::failure::Failure;
+use super::scripts;
 
 /// How long a backup stays its receiver's after its process last renewed
 /// the lease: how soon the message of a receiver killed with it comes back.

@@ -19,8 +19,8 @@ use redis::{
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::backoff::{paced, Outage};
+use super::failure::Failure;
 use super::sentinel::Watched;
-use super::Failure;
 use crate::process::{renew, PerProcess};
 
 /// Where a shard's connections come from.

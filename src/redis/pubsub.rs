@@ -25,10 +25,11 @@ use redis::RedisError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::connections::{timed_out, unreachable, within, Shard};
+use super::failure::{Failure, Work};
 use super::hosts::{shard, HostSpec};
 use super::local::{Buffered, Inbox, Received};
 use super::ring::consistent_hash;
-use super::{block, none, spawn, Failure, Work};
+use crate::bridge::{block, none, spawn};
 use crate::codec::Serializer;
 use crate::process::{renew, Guard, PerProcess};
 use crate::{errors, names, runtime};
@@ -619,7 +620,7 @@ impl PubSubCore {
                 // A listener that stopped has no subscriptions left either.
                 confirmed.await.ok();
             }
-            Ok(())
+            Ok::<_, Failure>(())
         };
         spawn(py, all, none)
     }

@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use redis::Value;
 
-use super::{Failure, Inner};
+use super::failure::Failure;
+use super::queues::Queues;
 
 /// A shard's name, its `INFO server` text, and each PING's time in seconds.
 pub type ShardReport = (String, String, Vec<f64>);
 
-impl Inner {
+impl Queues {
     pub(super) async fn report(&self, pings: usize) -> Result<Vec<ShardReport>, Failure> {
         let mut reports = Vec::new();
         for shard in &self.shards {

@@ -1,0 +1,406 @@
+//! `RedisCore`, the class `channels_rs.RedisChannelLayer` calls: it checks and
+//! serializes with the GIL it holds, hands the work to `Queues` on the
+//! runtime and returns an asyncio future that the bridge completes.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyAssertionError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use super::backup::{Receipt, Settled};
+use super::failure::Work;
+use super::hosts::{shard, HostSpec};
+use super::local::Received;
+use super::queues::{Local, Queues};
+use super::report::ShardReport;
+use super::ring::{consistent_hash, non_local_name};
+use crate::bridge::{self, block, none, spawn, Completion, Failed, Outcome, Settle};
+use crate::capacity::Capacities;
+use crate::codec::Serializer;
+use crate::errors;
+use crate::names;
+use crate::process::{renew, PerProcess};
+use crate::runtime;
+
+#[pyclass(frozen, module = "channels_rs._core")]
+pub struct RedisCore {
+    inner: Arc<Queues>,
+    capacities: Capacities,
+    default_capacity: i64,
+    /// Set when `channel_capacity` has patterns: group_send then needs
+    /// Python to work out each member's capacity.
+    has_patterns: bool,
+}
+
+#[pymethods]
+impl RedisCore {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        hosts: Vec<HostSpec>,
+        prefix: String,
+        expiry: f64,
+        group_expiry: f64,
+        capacity: i64,
+        channel_capacity: Vec<(Py<PyAny>, i64)>,
+        serializer: &Bound<'_, Serializer>,
+        block_seconds: f64,
+    ) -> PyResult<Self> {
+        let shards = hosts.into_iter().map(shard).collect::<PyResult<Vec<_>>>()?;
+        let has_patterns = !channel_capacity.is_empty();
+        let non_negative = |value: i64| usize::try_from(value).unwrap_or(0);
+        let patterns = channel_capacity
+            .into_iter()
+            .map(|(p, c)| (p, non_negative(c)))
+            .collect();
+        let inner = Queues {
+            prefix,
+            expiry: expiry.max(0.0) as u64,
+            group_expiry: group_expiry.max(0.0) as u64,
+            block_seconds,
+            serializer: serializer.get().clone(),
+            shards,
+            local: {
+                let (capacity, serializer) = (non_negative(capacity), serializer.get().clone());
+                let expiry = Duration::from_secs_f64(expiry.max(0.0));
+                let fresh = move || Local::new(capacity, expiry, serializer.clone());
+                PerProcess::new(fresh(), move |local| renew(local, fresh()))
+            },
+            next_send: AtomicUsize::new(0),
+            next_receive: AtomicUsize::new(0),
+            closed: tokio::sync::watch::Sender::new(false),
+        };
+        Ok(RedisCore {
+            inner: Arc::new(inner),
+            capacities: Capacities::new(non_negative(capacity), patterns),
+            default_capacity: capacity,
+            has_patterns,
+        })
+    }
+
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &Bound<'py, PyAny>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        spawn(py, self.send_work(py, channel, message)?, none)
+    }
+
+    /// `send` for plain sync code: blocks this thread (not the GIL) until done.
+    fn send_sync(
+        &self,
+        py: Python<'_>,
+        channel: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        block(py, self.send_work(py, channel, message)?)
+    }
+
+    /// A message, or a future of one. Whoever awaits the future calls
+    /// `finish` after it.
+    fn receive<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = names::channel(py, channel)?;
+        let inner = &self.inner;
+        if name.contains('!') {
+            if !non_local_name(&name).ends_with(&inner.local().client_suffix) {
+                return Err(PyAssertionError::new_err(format!(
+                    "Wrong client prefix: {name:?} belongs to another layer instance"
+                )));
+            }
+            return self.receive_local(py, name);
+        }
+        let shard = inner.round_robin(&inner.next_receive);
+        let key = inner.key(&name);
+        let (future, queue) = bridge::pending(py)?;
+        let target = future.clone().unbind();
+        let (receipt, settled) = Receipt::new();
+        // The awaiting coroutine holds the future until `finish`, so its
+        // address is not reused meanwhile.
+        let id = future.as_ptr() as usize;
+        inner.local().receiving.insert(id, Arc::clone(&receipt));
+        let inner = Arc::clone(inner);
+        runtime::spawn(async move {
+            let mut taken = match inner.pop(shard, &key, &receipt.abandoned).await {
+                Ok(Some(taken)) => taken,
+                Ok(None) => return,
+                Err(failure) => {
+                    let outcome: Outcome = Box::new(move |py| Err(failure.into_py(py)));
+                    queue.push(Completion {
+                        future: target,
+                        outcome,
+                        settle: None,
+                    });
+                    return;
+                }
+            };
+            let reader = inner.inbox();
+            let body = std::mem::take(&mut taken.body);
+            let outcome: Outcome =
+                Box::new(move |py| reader.read_body(py, &body).map(Bound::unbind));
+            // Cancelled before it arrived, or given up on meanwhile: it goes back.
+            let returned = Arc::clone(&receipt);
+            let settle: Settle = Box::new(move |_py, unused| {
+                if unused.is_some() || returned.abandoned.load(Ordering::Acquire) {
+                    returned.settle(Settled::Returned);
+                }
+            });
+            queue.push(Completion {
+                future: target,
+                outcome,
+                settle: Some(settle),
+            });
+            // Only the future's settle and `finish` can settle it now: once
+            // both are gone unsaid, `settled` reports it.
+            drop(receipt);
+            inner.hand_over(taken, &key, settled).await;
+        })?;
+        Ok(future)
+    }
+
+    /// After an await of a `receive` future: whether the message was
+    /// `taken`. If not, stop waiting, and put back a message that arrived.
+    fn finish(
+        &self,
+        py: Python<'_>,
+        channel: &str,
+        future: &Bound<'_, PyAny>,
+        taken: bool,
+    ) -> PyResult<()> {
+        if channel.contains('!') {
+            return if taken {
+                Ok(())
+            } else {
+                self.inner.inbox().abandon(channel, future)
+            };
+        }
+        let id = future.as_ptr() as usize;
+        let Some(receipt) = self.inner.local().receiving.remove(&id) else {
+            return Ok(());
+        };
+        if taken {
+            receipt.settle(Settled::Taken);
+            return Ok(());
+        }
+        receipt.abandoned.store(true, Ordering::Release);
+        // Cancelled after the message arrived (a cancelled future's settle
+        // returns it already).
+        let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
+        if !cancelled && future.call_method0(intern!(py, "done"))?.is_truthy()? {
+            receipt.settle(Settled::Returned);
+        }
+        Ok(())
+    }
+
+    fn group_add<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+        channel: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let group = names::group(py, group)?;
+        let channel = names::channel(py, channel)?;
+        let inner = Arc::clone(&self.inner);
+        spawn(
+            py,
+            async move { inner.group_add(&group, channel).await },
+            none,
+        )
+    }
+
+    fn group_discard<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+        channel: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let group = names::group(py, group)?;
+        let channel = names::channel(py, channel)?;
+        let inner = Arc::clone(&self.inner);
+        spawn(
+            py,
+            async move { inner.group_discard(&group, channel).await },
+            none,
+        )
+    }
+
+    /// Members of `group` (stale ones dropped): for group_send with
+    /// capacity patterns, which Python must match.
+    fn group_members<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        spawn(py, self.group_members_work(py, group)?, |py, names| {
+            Ok(PyList::new(py, names)?.into_any().unbind())
+        })
+    }
+
+    fn group_members_sync(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<String>> {
+        block(py, self.group_members_work(py, group)?)
+    }
+
+    #[pyo3(signature = (group, message, members=None))]
+    fn group_send<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+        message: &Bound<'py, PyAny>,
+        members: Option<Vec<(String, i64)>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        spawn(py, self.group_send_work(py, group, message, members)?, none)
+    }
+
+    /// `group_send` for plain sync code: blocks this thread (not the GIL).
+    #[pyo3(signature = (group, message, members=None))]
+    fn group_send_sync(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+        members: Option<Vec<(String, i64)>>,
+    ) -> PyResult<()> {
+        block(py, self.group_send_work(py, group, message, members)?)
+    }
+
+    #[getter]
+    fn has_capacity_patterns(&self) -> bool {
+        self.has_patterns
+    }
+
+    /// This process's client prefix: a forked child gets its own.
+    #[getter]
+    fn client_prefix(&self) -> String {
+        self.inner.local().client_prefix.clone()
+    }
+
+    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = Arc::clone(&self.inner);
+        spawn(py, async move { inner.flush().await }, none)
+    }
+
+    /// For `python -m channels_rs check`: each shard's name, `INFO server`
+    /// text and `pings` PING times in seconds.
+    fn server_report_sync(&self, py: Python<'_>, pings: usize) -> PyResult<Vec<ShardReport>> {
+        let inner = Arc::clone(&self.inner);
+        block(py, Box::pin(async move { inner.report(pings).await }))
+    }
+
+    /// Drops this process's connections; the next operation reconnects.
+    fn close(&self) {
+        for shard in &self.inner.shards {
+            shard.close();
+        }
+    }
+}
+/// A layer dropped without closing (`override_settings` in a test suite
+/// makes a new one each time) lets go of its connections and pumps now,
+/// not when their blocking pops time out. A receive of a normal channel
+/// that its consumer gave up on keeps its blocking pop to the end, so that
+/// a message the server hands it meanwhile goes back rather than being lost.
+impl Drop for RedisCore {
+    fn drop(&mut self) {
+        self.inner.closed.send_replace(true);
+        for shard in &self.inner.shards {
+            shard.close();
+        }
+    }
+}
+
+impl RedisCore {
+    fn send_work(
+        &self,
+        py: Python<'_>,
+        channel: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<Work<()>> {
+        let message = errors::require_dict(message)?;
+        let name = names::channel(py, channel)?;
+        errors::require_no_reply_channel(message)?;
+        let inner = &self.inner;
+        let (key, shard, member) = if name.contains('!') {
+            let queue_name = non_local_name(&name);
+            let shard = consistent_hash(queue_name, inner.shards.len());
+            (
+                inner.key(queue_name),
+                shard,
+                inner.serializer.encode(message, Some(channel))?,
+            )
+        } else {
+            let shard = inner.round_robin(&inner.next_send);
+            (
+                inner.key(&name),
+                shard,
+                inner.serializer.encode(message, None)?,
+            )
+        };
+        let capacity = self.capacity_of(py, &name)?;
+        let inner = Arc::clone(inner);
+        Ok(Box::pin(async move {
+            inner.send(shard, key, member, capacity, name).await
+        }))
+    }
+
+    fn group_members_work(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+    ) -> PyResult<Work<Vec<String>>> {
+        let group = names::group(py, group)?;
+        let inner = Arc::clone(&self.inner);
+        Ok(Box::pin(async move { inner.group_members(&group).await }))
+    }
+
+    fn group_send_work(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+        members: Option<Vec<(String, i64)>>,
+    ) -> PyResult<Work<()>> {
+        let message = errors::require_dict(message)?;
+        let group = names::group(py, group)?;
+        errors::require_no_reply_channel(message)?;
+        let body = self.inner.serializer.body(message)?;
+        let inner = Arc::clone(&self.inner);
+        let capacity = self.default_capacity;
+        Ok(Box::pin(async move {
+            inner.group_send(group, body, members, capacity).await
+        }))
+    }
+
+    fn capacity_of(&self, py: Python<'_>, channel: &str) -> PyResult<i64> {
+        if !self.has_patterns {
+            return Ok(self.default_capacity);
+        }
+        Ok(i64::try_from(self.capacities.of(py, channel)?).unwrap_or(i64::MAX))
+    }
+
+    fn receive_local<'py>(&self, py: Python<'py>, channel: String) -> PyResult<Bound<'py, PyAny>> {
+        let inner = &self.inner;
+        let future = match inner.inbox().receive(py, &channel)? {
+            Received::Ready(message) => return Ok(message),
+            Received::Waiting(future) => future,
+        };
+        let local_name = non_local_name(&channel).to_owned();
+        let mut local = inner.local();
+        for shard in 0..inner.shards.len() {
+            if local.pumps.insert((local_name.clone(), shard)) {
+                runtime::spawn(Arc::clone(inner).pump(local_name.clone(), shard))?;
+            }
+        }
+        Ok(future)
+    }
+}

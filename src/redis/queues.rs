@@ -1,0 +1,542 @@
+//! The Redis layer's queues and groups: channels_redis's keys and bytes, one
+//! round trip per operation (server-side scripts run by SHA), on connections
+//! that the layer and the tokio runtime own rather than an event loop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use super::backup::{Backup, Receipt, Settled, GRACE};
+use super::connections::Shard;
+use super::failure::{passing, Failure};
+use super::local::{Buffered, Inbox};
+use super::ring::{consistent_hash, non_local_name};
+use super::scripts;
+use crate::codec::Serializer;
+use crate::errors::REPLY_CHANNEL_KEY;
+use crate::names;
+use crate::process::{Guard, PerProcess};
+
+/// Most messages the local pump takes per round trip.
+const POP_BATCH: usize = 100;
+
+/// A message popped from a normal channel.
+pub(super) struct Taken {
+    /// The shard it came from, where it goes back if nobody takes it.
+    pub(super) shard: usize,
+    pub(super) member: Vec<u8>,
+    pub(super) score: f64,
+    pub(super) body: Vec<u8>,
+    /// Whether a copy waits in the in-flight backup for `clear_backup`.
+    pub(super) backed_up: bool,
+}
+
+/// A member as popped: its shard, the member, its score, and whether a copy
+/// waits in the in-flight backup.
+type Member = (usize, Vec<u8>, f64, bool);
+
+/// What BZPOPMIN returns: key, member, score.
+type Popped = (String, Vec<u8>, f64);
+
+pub(super) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+pub(super) struct Queues {
+    pub(super) prefix: String,
+    pub(super) expiry: u64,
+    pub(super) group_expiry: u64,
+    /// How long one blocking pop waits before it is issued again; also how
+    /// long an idle pump outlives its last waiter.
+    pub(super) block_seconds: f64,
+    pub(super) serializer: Serializer,
+    pub(super) shards: Vec<Shard>,
+    pub(super) local: PerProcess<Local>,
+    pub(super) next_send: AtomicUsize,
+    pub(super) next_receive: AtomicUsize,
+    /// Set when the Python layer is gone (see `RedisCore`'s drop).
+    pub(super) closed: tokio::sync::watch::Sender<bool>,
+}
+
+/// What the layer holds for the process it runs in. A forked child starts
+/// afresh (see `process`): a client prefix of its own, so that its
+/// process-local channels are not the parent's or a sibling's, and no
+/// pumps, buffers or receives of the parent's.
+pub(super) struct Local {
+    pub(super) client_prefix: String,
+    /// `.<client_prefix>!`: how every process-local name of this layer ends
+    /// (`<prefix>.<client_prefix>!`, one Redis key per new_channel prefix).
+    pub(super) client_suffix: String,
+    /// Receivers and buffers of this layer's process-local channels.
+    pub(super) inbox: Arc<Inbox>,
+    /// (local name, shard) pairs a pump is reading.
+    pub(super) pumps: HashSet<(String, usize)>,
+    /// Receives of normal channels under way, by the address of their
+    /// future, until their receiver has taken the message or given up.
+    pub(super) receiving: HashMap<usize, Arc<Receipt>>,
+}
+
+impl Local {
+    pub(super) fn new(capacity: usize, expiry: Duration, serializer: Serializer) -> Self {
+        let client_prefix = names::client_prefix();
+        Local {
+            client_suffix: format!(".{client_prefix}!"),
+            client_prefix,
+            inbox: Arc::new(Inbox::new(capacity, expiry, serializer)),
+            pumps: HashSet::new(),
+            receiving: HashMap::new(),
+        }
+    }
+}
+
+impl Queues {
+    pub(super) fn local(&self) -> Guard<'_, Local> {
+        self.local.lock()
+    }
+
+    pub(super) fn inbox(&self) -> Arc<Inbox> {
+        Arc::clone(&self.local().inbox)
+    }
+
+    pub(super) fn key(&self, name: &str) -> String {
+        format!("{}{}", self.prefix, name)
+    }
+
+    pub(super) fn backup(&self, shard: usize, key: &str) -> Backup {
+        Backup::of(&self.prefix, key, self.shards[shard].is_cluster())
+    }
+
+    pub(super) fn round_robin(&self, counter: &AtomicUsize) -> usize {
+        counter.fetch_add(1, Ordering::Relaxed) % self.shards.len()
+    }
+
+    pub(super) async fn send(
+        &self,
+        shard: usize,
+        key: String,
+        member: Vec<u8>,
+        capacity: i64,
+        channel: String,
+    ) -> Result<(), Failure> {
+        let mut invocation = scripts::SEND.prepare_invoke();
+        invocation
+            .key(key)
+            .arg(unix_now())
+            .arg(self.expiry)
+            .arg(capacity)
+            .arg(member);
+        let added: i64 = self.shards[shard].run(&invocation).await?;
+        if added == 0 {
+            return Err(Failure::Full(channel));
+        }
+        Ok(())
+    }
+
+    /// Pops the next readable message of a normal channel, waiting as long
+    /// as it takes, or until the receiver is `abandoned` (then `None`).
+    /// Unreadable messages are dropped with a log line, so one bad message
+    /// cannot stop a consumer.
+    ///
+    /// While Redis is out of reach or failing over it keeps trying: a
+    /// receive waits out a restart or failover rather than failing.
+    pub(super) async fn pop(
+        &self,
+        mut shard: usize,
+        key: &str,
+        abandoned: &AtomicBool,
+    ) -> Result<Option<Taken>, Failure> {
+        while !abandoned.load(Ordering::Acquire) {
+            let popped = match self.pop_member(shard, key).await {
+                Err(Failure::Redis { err, .. }) if passing(&err) => {
+                    if !abandoned.load(Ordering::Acquire) {
+                        tokio::time::sleep(self.shards[shard].pause_after(&err)).await;
+                    }
+                    continue;
+                }
+                popped => popped?,
+            };
+            let Some((from, member, score, backed_up)) = popped else {
+                // Nothing came in a whole block: wait on the next shard for a while.
+                shard = (shard + 1) % self.shards.len();
+                continue;
+            };
+            match self.serializer.open(&member) {
+                Ok(opened) => {
+                    return Ok(Some(Taken {
+                        shard: from,
+                        member,
+                        score,
+                        body: opened.body,
+                        backed_up,
+                    }));
+                }
+                Err(problem) => {
+                    log::error!(target: "channels_rs", "dropped a message on {key} that cannot be read: {problem}");
+                    if backed_up {
+                        self.forget_backup(from, key, &member).await;
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next member of a normal channel; `None` when a blocking pop on
+    /// `shard` timed out.
+    ///
+    /// Senders take turns over the shards (and group_send writes to the
+    /// shard of the name), so a queued message may be on any of them: each
+    /// is asked once, `shard` first, without blocking. Only then does a
+    /// connection of our own block on `shard`. BZPOPMIN cannot be combined
+    /// with a write: its member is backed up right after (`hand_over`).
+    pub(super) async fn pop_member(
+        &self,
+        shard: usize,
+        key: &str,
+    ) -> Result<Option<Member>, Failure> {
+        for offset in 0..self.shards.len() {
+            let at = (shard + offset) % self.shards.len();
+            match self.take_queued(at, key).await {
+                Ok(Some((member, score, backed_up))) => {
+                    return Ok(Some((at, member, score, backed_up)))
+                }
+                Ok(None) => {}
+                // Another shard's trouble must not keep this one's messages.
+                Err(failure) if at == shard => return Err(failure),
+                Err(_) => {}
+            }
+        }
+        let mut command = redis::cmd("BZPOPMIN");
+        command.arg(key).arg(self.block_seconds);
+        let blocked: Option<Popped> = self.shards[shard].run_blocking(&command).await?;
+        Ok(blocked.map(|(_, member, score)| (shard, member, score, false)))
+    }
+
+    /// A queued member of `key` on `shard`, without waiting, popped and
+    /// backed up in one script on the shared connection, pipelined with
+    /// other callers' commands. A reply lost with the connection leaves the
+    /// backup to lapse and come back (see `backup`).
+    pub(super) async fn take_queued(
+        &self,
+        shard: usize,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, f64, bool)>, Failure> {
+        let taken = self
+            .backup(shard, key)
+            .take(&self.shards[shard], key, self.expiry)
+            .await?;
+        Ok(taken.map(|(member, score)| (member, score, true)))
+    }
+
+    /// Forgets the backup of a message that has reached its consumer (or
+    /// could not be read).
+    pub(super) async fn forget_backup(&self, shard: usize, key: &str, member: &[u8]) {
+        let backup = self.backup(shard, key);
+        if let Err(Failure::Redis { shard, err }) =
+            backup.clear(&self.shards[shard], key, member).await
+        {
+            log::warn!(target: "channels_rs", "Redis at {shard}: could not clear the backup of a message taken from {key}, which may come again: {err}");
+        }
+    }
+
+    /// Until the receiver of a message popped from `key` settles it: keeps
+    /// its backup (writing one first if the blocking pop could not, unless
+    /// the consumer takes it within `GRACE`), then forgets it once taken,
+    /// or puts the message back.
+    pub(super) async fn hand_over(
+        &self,
+        taken: Taken,
+        key: &str,
+        mut settled: oneshot::Receiver<Settled>,
+    ) {
+        let Taken {
+            shard,
+            member,
+            score,
+            mut backed_up,
+            ..
+        } = taken;
+        let (backup, source) = (self.backup(shard, key), &self.shards[shard]);
+        let mut how = None;
+        if !backed_up {
+            match tokio::time::timeout(GRACE, &mut settled).await {
+                Ok(early) => how = Some(early.unwrap_or(Settled::Returned)),
+                // Failing, the message is only in this process, as channels_redis's would be.
+                Err(_) => {
+                    backed_up = backup
+                        .hold(source, &member, Some(score), self.expiry)
+                        .await
+                        .is_ok()
+                }
+            }
+        }
+        if how.is_none() {
+            how = backup
+                .hold_until_settled(source, &member, self.expiry, &mut settled)
+                .await;
+        }
+        match how {
+            None => {}
+            Some(Settled::Taken) if backed_up => self.forget_backup(shard, key, &member).await,
+            Some(Settled::Taken) => {}
+            Some(Settled::Returned) => {
+                let put_back = backup.put_back(source, key, &member, score, self.expiry);
+                if let Err(Failure::Redis { shard, err }) = put_back.await {
+                    log::warn!(target: "channels_rs", "Redis at {shard}: a message given back to {key} returns once its lease runs out, not at once: {err}");
+                }
+            }
+        }
+    }
+
+    /// While anyone waits on a channel of `local_name`: pop its key on
+    /// `shard` and route. Every shard has one: our senders use the shard of
+    /// the non-local name, but channels_redis's use the shard of the full
+    /// name (its bug #94), which can be any.
+    ///
+    /// It goes on after the last waiter until a pop finds nothing, so a
+    /// consumer between two receives finds its next message already here.
+    pub(super) async fn pump(self: Arc<Self>, local_name: String, shard: usize) {
+        let mut closed = self.closed.subscribe();
+        tokio::select! {
+            () = self.pump_until_idle(local_name, shard) => {}
+            // Nobody can receive on the layer's local channels any more.
+            _ = closed.wait_for(|closed| *closed) => {}
+        }
+    }
+
+    pub(super) async fn pump_until_idle(&self, local_name: String, shard: usize) {
+        let key = self.key(&local_name);
+        let inbox = self.inbox();
+        let mut idle = false;
+        loop {
+            if idle {
+                // Decided under the same lock receivers take to start pumps.
+                let mut local = self.local();
+                if !local.inbox.has_waiters(&local_name) {
+                    local.pumps.remove(&(local_name, shard));
+                    return;
+                }
+            }
+            match self.pop_local(shard, &key).await {
+                Ok(members) => {
+                    idle = members.is_empty();
+                    for member in members {
+                        self.route(&inbox, member);
+                    }
+                }
+                Err(failure) => {
+                    // With nobody waiting, the check above ends the pump quietly.
+                    idle = true;
+                    if let (true, Failure::Redis { err, .. }) =
+                        (inbox.has_waiters(&local_name), failure)
+                    {
+                        tokio::time::sleep(self.shards[shard].pause_after(&err)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the local key, then takes up to POP_BATCH members in the
+    /// same round trip.
+    pub(super) async fn pop_local(&self, shard: usize, key: &str) -> Result<Vec<Vec<u8>>, Failure> {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("BZPOPMIN")
+            .arg(key)
+            .arg(self.block_seconds)
+            .cmd("ZPOPMIN")
+            .arg(key)
+            .arg(POP_BATCH - 1);
+        let (first, rest): (Option<Popped>, Vec<(Vec<u8>, f64)>) =
+            self.shards[shard].run_blocking(&pipeline).await?;
+        let first = first.map(|(_, member, _)| member);
+        Ok(first
+            .into_iter()
+            .chain(rest.into_iter().map(|(member, _)| member))
+            .collect())
+    }
+
+    /// Hands a popped local message to its channels' receivers or buffers.
+    pub(super) fn route(&self, inbox: &Arc<Inbox>, member: Vec<u8>) {
+        let opened = match self.serializer.open(&member) {
+            Ok(opened) => opened,
+            Err(problem) => {
+                log::error!(target: "channels_rs", "dropped a message that cannot be read: {problem}");
+                return;
+            }
+        };
+        let Some(channels) = opened.reply else {
+            log::error!(target: "channels_rs", "dropped a local message without {REPLY_CHANNEL_KEY}");
+            return;
+        };
+        let body = Arc::new(opened.body);
+        for channel in channels {
+            inbox.deliver(channel, Buffered::Body(Arc::clone(&body)), false);
+        }
+    }
+
+    pub(super) fn group_key(&self, group: &str) -> String {
+        format!("{}:group:{group}", self.prefix)
+    }
+
+    pub(super) async fn group_add(&self, group: &str, channel: String) -> Result<(), Failure> {
+        let shard = consistent_hash(group, self.shards.len());
+        let mut invocation = scripts::GROUP_ADD.prepare_invoke();
+        invocation
+            .key(self.group_key(group))
+            .arg(unix_now())
+            .arg(self.group_expiry)
+            .arg(channel);
+        let _: redis::Value = self.shards[shard].run(&invocation).await?;
+        Ok(())
+    }
+
+    pub(super) async fn group_discard(&self, group: &str, channel: String) -> Result<(), Failure> {
+        let shard = consistent_hash(group, self.shards.len());
+        let mut command = redis::cmd("ZREM");
+        command.arg(self.group_key(group)).arg(channel);
+        let _: i64 = self.shards[shard].run(&command).await?;
+        Ok(())
+    }
+
+    /// The members of `group`, stale ones dropped first.
+    pub(super) async fn group_members(&self, group: &str) -> Result<Vec<String>, Failure> {
+        let shard = consistent_hash(group, self.shards.len());
+        let mut invocation = scripts::GROUP_MEMBERS.prepare_invoke();
+        invocation
+            .key(self.group_key(group))
+            .arg(unix_now())
+            .arg(self.group_expiry);
+        self.shards[shard].run(&invocation).await
+    }
+
+    pub(super) async fn group_send(
+        &self,
+        group: String,
+        body: Vec<u8>,
+        members: Option<Vec<(String, i64)>>,
+        default_capacity: i64,
+    ) -> Result<(), Failure> {
+        let one_server = self.shards.len() == 1 && !self.shards[0].is_cluster();
+        if members.is_none() && one_server && self.serializer.is_plain_msgpack() {
+            return self.group_send_all(&group, body, default_capacity).await;
+        }
+        let members = match members {
+            Some(members) => members,
+            None => {
+                let names = self.group_members(&group).await?;
+                names
+                    .into_iter()
+                    .map(|name| (name, default_capacity))
+                    .collect()
+            }
+        };
+        // One copy per queue key, naming every member on that key.
+        let mut by_key: Vec<(String, usize, Vec<String>, i64)> = Vec::new();
+        for (member, capacity) in &members {
+            let queue_name = non_local_name(member);
+            let key = self.key(queue_name);
+            match by_key.iter_mut().find(|(existing, ..)| *existing == key) {
+                Some((_, _, names, _)) => names.push(member.clone()),
+                None => {
+                    let shard = consistent_hash(queue_name, self.shards.len());
+                    by_key.push((key, shard, vec![member.clone()], *capacity));
+                }
+            }
+        }
+        let mut full = 0;
+        // One script per shard; on a cluster one per key (keys of a script
+        // must share a slot), all sent at once, so each node gets its share
+        // pipelined on its connection.
+        let mut batches: Vec<(usize, Vec<_>)> = Vec::new();
+        for shard in 0..self.shards.len() {
+            let on_shard: Vec<_> = by_key.iter().filter(|(_, s, ..)| *s == shard).collect();
+            if self.shards[shard].is_cluster() {
+                batches.extend(on_shard.into_iter().map(|entry| (shard, vec![entry])));
+            } else if !on_shard.is_empty() {
+                batches.push((shard, on_shard));
+            }
+        }
+        let now = unix_now();
+        let mut invocations = Vec::with_capacity(batches.len());
+        for (shard, batch) in &batches {
+            let mut invocation = scripts::GROUP_SEND.prepare_invoke();
+            for (key, ..) in batch {
+                invocation.key(key);
+            }
+            for (_, _, names, _) in batch {
+                invocation.arg(self.serializer.seal(&body, names).map_err(Failure::Data)?);
+            }
+            for (.., capacity) in batch {
+                invocation.arg(*capacity);
+            }
+            invocation.arg(now).arg(self.expiry);
+            invocations.push((*shard, invocation));
+        }
+        let sent = invocations
+            .iter()
+            .map(|(shard, invocation)| self.shards[*shard].run::<i64>(invocation));
+        for over in futures_util::future::try_join_all(sent).await? {
+            full += over;
+        }
+        log_full(full, members.len() as i64, &group);
+        Ok(())
+    }
+
+    /// group_send in one round trip: see scripts::GROUP_SEND_ALL.
+    pub(super) async fn group_send_all(
+        &self,
+        group: &str,
+        body: Vec<u8>,
+        capacity: i64,
+    ) -> Result<(), Failure> {
+        let prefix = self.serializer.random_prefix().map_err(Failure::Data)?;
+        let mut invocation = scripts::GROUP_SEND_ALL.prepare_invoke();
+        invocation
+            .key(self.group_key(group))
+            .arg(unix_now())
+            .arg(self.group_expiry)
+            .arg(self.expiry)
+            .arg(capacity)
+            .arg(&self.prefix)
+            .arg(prefix)
+            .arg(body);
+        let (full, members): (i64, i64) = self.shards[0].run(&invocation).await?;
+        log_full(full, members, group);
+        Ok(())
+    }
+
+    pub(super) async fn flush(&self) -> Result<(), Failure> {
+        let pattern = format!("{}*", glob_escape(&self.prefix));
+        for shard in &self.shards {
+            let keys = shard.keys_matching(&pattern).await?;
+            // A cluster splits a DEL of many keys by slot itself.
+            for some in keys.chunks(1000) {
+                let _: i64 = shard.run(redis::cmd("DEL").arg(some)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// channels_redis's INFO line when group members were full.
+fn log_full(full: i64, members: i64, group: &str) {
+    if full > 0 {
+        log::info!(target: "channels_rs", "{full} of {members} channels over capacity in group {group}");
+    }
+}
+
+fn glob_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c {
+            '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+            _ => vec![c],
+        })
+        .collect()
+}
