@@ -123,9 +123,21 @@ pub fn random_letters(count: usize) -> PyResult<String> {
     Ok(letters)
 }
 
+/// The part of a channel name up to and including its `!`, or all of it:
+/// the queue a process-local channel's messages wait in.
+pub fn non_local_name(name: &str) -> &str {
+    name.find('!').map_or(name, |bang| &name[..=bang])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_local_names() {
+        assert_eq!(non_local_name("specific.abc!def"), "specific.abc!");
+        assert_eq!(non_local_name("plain"), "plain");
+    }
 
     #[test]
     fn ascii_channel_rules() {

@@ -1,6 +1,9 @@
-"""What both layers share on the Python side."""
+"""What the layers share on the Python side."""
 
 from channels.layers import BaseChannelLayer
+
+from . import _core
+from .hosts import host_specs
 
 
 class CoreLayer(BaseChannelLayer):
@@ -21,3 +24,37 @@ class CoreLayer(BaseChannelLayer):
         # Only now is it this consumer's: till here a kill -9 loses nothing.
         self._core.finish(channel, waiter, True)
         return message
+
+
+class RedisLayer(CoreLayer):
+    """What both Redis layers share: hosts, prefix, serializer, repr."""
+
+    extensions = ["groups", "flush"]
+
+    def _configure(self, hosts, prefix, keys, serializer_format, prefix_length, age):
+        """Checks and keeps the shared options; returns the host specs for the
+        Rust core. `age` limits encrypted tokens' age in seconds (None: no limit)."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        self.prefix = prefix
+        specs = host_specs(hosts)
+        self._host_names = [spec["name"] for spec in specs]
+        if isinstance(keys, (str, bytes)):
+            raise ValueError(
+                "symmetric_encryption_keys must be a list of possible keys"
+            )
+        keys = [k.encode() if isinstance(k, str) else k for k in keys or []]
+        self._serializer = _core.Serializer(serializer_format, keys, prefix_length, age)
+        return specs
+
+    def __repr__(self):
+        # Host names carry no user name or password.
+        return (
+            f"<{type(self).__name__} hosts={self._host_names} prefix={self.prefix!r}>"
+        )
+
+    def serialize(self, message):
+        return self._serializer.serialize(message)
+
+    def deserialize(self, message):
+        return self._serializer.deserialize(message)

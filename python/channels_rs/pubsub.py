@@ -5,7 +5,7 @@ bytes on the same Redis pub/sub channels."""
 import uuid
 
 from . import _core
-from .core import RedisLayer
+from .base import RedisLayer
 
 
 class RedisPubSubChannelLayer(RedisLayer):

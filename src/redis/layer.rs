@@ -14,15 +14,16 @@ use pyo3::types::PyList;
 use super::backup::{Receipt, Settled};
 use super::failure::Work;
 use super::hosts::{shard, HostSpec};
-use super::local::Received;
+use super::inbox::Received;
 use super::queues::{Local, Queues};
 use super::report::ShardReport;
-use super::ring::{consistent_hash, non_local_name};
+use super::ring::consistent_hash;
 use crate::bridge::{self, block, none, spawn, Completion, Failed, Outcome, Settle};
 use crate::capacity::Capacities;
 use crate::codec::Serializer;
 use crate::errors;
 use crate::names;
+use crate::names::non_local_name;
 use crate::process::{renew, PerProcess};
 use crate::runtime;
 

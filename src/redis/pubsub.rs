@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::connections::{timed_out, unreachable, within, Shard};
 use super::failure::{Failure, Work};
 use super::hosts::{shard, HostSpec};
-use super::local::{Buffered, Inbox, Received};
+use super::inbox::{Buffered, Inbox, Received};
 use super::ring::consistent_hash;
 use crate::bridge::{block, none, spawn};
 use crate::codec::Serializer;

@@ -12,12 +12,13 @@ use tokio::sync::oneshot;
 use super::backup::{Backup, Receipt, Settled, GRACE};
 use super::connections::Shard;
 use super::failure::{passing, Failure};
-use super::local::{Buffered, Inbox};
-use super::ring::{consistent_hash, non_local_name};
+use super::inbox::{Buffered, Inbox};
+use super::ring::consistent_hash;
 use super::scripts;
 use crate::codec::Serializer;
 use crate::errors::REPLY_CHANNEL_KEY;
 use crate::names;
+use crate::names::non_local_name;
 use crate::process::{Guard, PerProcess};
 
 /// Most messages the local pump takes per round trip.

@@ -21,11 +21,6 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-/// The part of a channel name up to and including its `!`, or all of it.
-pub fn non_local_name(name: &str) -> &str {
-    name.find('!').map_or(name, |bang| &name[..=bang])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,11 +37,5 @@ mod tests {
     #[test]
     fn crc32_is_zlibs() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-    }
-
-    #[test]
-    fn non_local_names() {
-        assert_eq!(non_local_name("specific.abc!def"), "specific.abc!");
-        assert_eq!(non_local_name("plain"), "plain");
     }
 }

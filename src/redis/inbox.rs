@@ -1,6 +1,8 @@
-//! Receiving on this layer's process-local channels (`specific.<client>!<id>`).
+//! The receivers and buffers of a process's channels: the Redis core layer's
+//! process-local channels (`specific.<client>!<id>`), and every channel of
+//! the pub/sub layer, whose listener routes each published message here.
 //!
-//! All of them share one Redis key. While anyone waits on one, a single pump
+//! The core layer's local channels all share one Redis key. While anyone waits on one, a single pump
 //! task pops that key (many messages per round trip when many are queued)
 //! and routes each message by its `__asgi_channel__` to the receiver waiting
 //! on that channel, or to a per-channel buffer of at most `capacity`
@@ -18,10 +20,10 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::ring::non_local_name;
 use crate::bridge::{self, Completion, Outcome, Queue, Settle};
 use crate::codec::Serializer;
 use crate::errors::REPLY_CHANNEL_KEY;
+use crate::names::non_local_name;
 
 /// A message waiting in this process: still bytes, or already a dict that a
 /// cancelled receiver gave back.
