@@ -5,6 +5,7 @@ cluster. Layers whose channels keep messages until someone receives them
 
 import asyncio
 import logging
+import re
 
 import pytest
 
@@ -139,6 +140,24 @@ async def test_groups_reach_normal_and_process_local_members(queued):
         assert await receive(layer, member) == {"type": "hello"}
     with pytest.raises(asyncio.TimeoutError):
         await receive(layer, normal[0], timeout=0.2)
+
+
+async def test_group_send_gives_members_their_pattern_capacity(queued):
+    """A member whose name matches a channel_capacity pattern (a glob, or a
+    compiled regex) has that capacity in group_send, as in send."""
+    roomy = {"behaviour-roomy-*": 2, re.compile(r"^behaviour-huge"): 3}
+    layer = queued(capacity=1, channel_capacity=roomy)
+    members = ["behaviour-roomy-1", "behaviour-huge-1", "behaviour-tight-1"]
+    for member in members:
+        await layer.send(member, {"type": "first"})
+        await layer.group_add("behaviour-patterns", member)
+    await layer.group_send("behaviour-patterns", {"type": "broadcast"})
+    for member in members:
+        assert await receive(layer, member) == {"type": "first"}
+    for member in members[:2]:
+        assert await receive(layer, member) == {"type": "broadcast"}
+    with pytest.raises(asyncio.TimeoutError):
+        await receive(layer, members[2], timeout=0.05)
 
 
 async def test_group_send_skips_full_members(queued, caplog):

@@ -72,10 +72,7 @@ class RedisChannelLayer(RedisLayer):
     async def group_send(self, group, message):
         """Send ``message`` to every member of ``group``; full members miss it
         (logged at INFO on the ``channels_rs`` logger)."""
-        members = None
-        if self._core.has_capacity_patterns:
-            members = self._with_capacities(await self._core.group_members(group))
-        await self._core.group_send(group, message, members)
+        await self._core.group_send(group, message)
 
     def send_sync(self, channel, message):
         """``send`` for plain sync code (views, signals, Celery tasks,
@@ -84,13 +81,7 @@ class RedisChannelLayer(RedisLayer):
 
     def group_send_sync(self, group, message):
         """``group_send`` for plain sync code: no event loop needed."""
-        members = None
-        if self._core.has_capacity_patterns:
-            members = self._with_capacities(self._core.group_members_sync(group))
-        self._core.group_send_sync(group, message, members)
-
-    def _with_capacities(self, names):
-        return [(name, self.get_capacity(name)) for name in names]
+        self._core.group_send_sync(group, message)
 
     async def flush(self):
         """Delete every key with this layer's prefix, on every shard."""

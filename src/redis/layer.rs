@@ -9,13 +9,12 @@ use std::time::Duration;
 use pyo3::exceptions::PyAssertionError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
 
 use super::backup::{Receipt, Settled};
 use super::failure::Work;
 use super::hosts::{shard, HostSpec};
 use super::inbox::Received;
-use super::queues::{Local, Queues};
+use super::queues::{CapacityOf, Local, Queues};
 use super::report::ShardReport;
 use super::ring::consistent_hash;
 use crate::bridge::{self, block, none, spawn, Completion, Failed, Outcome, Settle};
@@ -30,10 +29,10 @@ use crate::runtime;
 #[pyclass(frozen, module = "channels_rs._core")]
 pub struct RedisCore {
     inner: Arc<Queues>,
-    capacities: Capacities,
+    capacities: Arc<Capacities>,
     default_capacity: i64,
-    /// Set when `channel_capacity` has patterns: group_send then needs
-    /// Python to work out each member's capacity.
+    /// Set when `channel_capacity` has patterns, which only Python's regex
+    /// module can match.
     has_patterns: bool,
 }
 
@@ -77,7 +76,7 @@ impl RedisCore {
         };
         Ok(RedisCore {
             inner: Arc::new(inner),
-            capacities: Capacities::new(non_negative(capacity), patterns),
+            capacities: Arc::new(Capacities::new(non_negative(capacity), patterns)),
             default_capacity: capacity,
             has_patterns,
         })
@@ -233,52 +232,23 @@ impl RedisCore {
         )
     }
 
-    /// Members of `group` (stale ones dropped): for group_send with
-    /// capacity patterns, which Python must match.
-    fn group_members<'py>(
-        &self,
-        py: Python<'py>,
-        group: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        spawn(py, self.group_members_work(py, group)?, |py, names| {
-            Ok(PyList::new(py, names)?.into_any().unbind())
-        })
-    }
-
-    fn group_members_sync(
-        &self,
-        py: Python<'_>,
-        group: &Bound<'_, PyAny>,
-    ) -> PyResult<Vec<String>> {
-        block(py, self.group_members_work(py, group)?)
-    }
-
-    #[pyo3(signature = (group, message, members=None))]
     fn group_send<'py>(
         &self,
         py: Python<'py>,
         group: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
-        members: Option<Vec<(String, i64)>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        spawn(py, self.group_send_work(py, group, message, members)?, none)
+        spawn(py, self.group_send_work(py, group, message)?, none)
     }
 
     /// `group_send` for plain sync code: blocks this thread (not the GIL).
-    #[pyo3(signature = (group, message, members=None))]
     fn group_send_sync(
         &self,
         py: Python<'_>,
         group: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
-        members: Option<Vec<(String, i64)>>,
     ) -> PyResult<()> {
-        block(py, self.group_send_work(py, group, message, members)?)
-    }
-
-    #[getter]
-    fn has_capacity_patterns(&self) -> bool {
-        self.has_patterns
+        block(py, self.group_send_work(py, group, message)?)
     }
 
     /// This process's client prefix: a forked child gets its own.
@@ -354,31 +324,40 @@ impl RedisCore {
         }))
     }
 
-    fn group_members_work(
-        &self,
-        py: Python<'_>,
-        group: &Bound<'_, PyAny>,
-    ) -> PyResult<Work<Vec<String>>> {
-        let group = names::group(py, group)?;
-        let inner = Arc::clone(&self.inner);
-        Ok(Box::pin(async move { inner.group_members(&group).await }))
-    }
-
     fn group_send_work(
         &self,
         py: Python<'_>,
         group: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
-        members: Option<Vec<(String, i64)>>,
     ) -> PyResult<Work<()>> {
         let message = errors::require_dict(message)?;
         let group = names::group(py, group)?;
         errors::require_no_reply_channel(message)?;
         let body = self.inner.serializer.body(message)?;
         let inner = Arc::clone(&self.inner);
-        let capacity = self.default_capacity;
+        let (capacity, capacity_of) = (self.default_capacity, self.capacity_of_members());
         Ok(Box::pin(async move {
-            inner.group_send(group, body, members, capacity).await
+            inner.group_send(group, body, capacity, capacity_of).await
+        }))
+    }
+
+    /// With `channel_capacity` patterns, what each group member's capacity
+    /// is: the patterns are Python regexes, so the GIL is taken once per
+    /// group_send, after Redis named the members.
+    fn capacity_of_members(&self) -> Option<CapacityOf> {
+        if !self.has_patterns {
+            return None;
+        }
+        let (capacities, default) = (Arc::clone(&self.capacities), self.default_capacity);
+        Some(Arc::new(move |members: &[String]| {
+            Python::attach(|py| {
+                let of = |member: &String| capacities.of(py, member).ok();
+                let known = |capacity: usize| i64::try_from(capacity).unwrap_or(i64::MAX);
+                members
+                    .iter()
+                    .map(|m| of(m).map_or(default, known))
+                    .collect()
+            })
         }))
     }
 

@@ -39,6 +39,18 @@ pub(super) struct Taken {
 /// waits in the in-flight backup.
 type Member = (usize, Vec<u8>, f64, bool);
 
+/// The capacity of each of a group's members, when `channel_capacity` has
+/// patterns: the user's Python regexes decide (see `layer`).
+pub(super) type CapacityOf = Arc<dyn Fn(&[String]) -> Vec<i64> + Send + Sync>;
+
+/// One group_send copy: for the members whose messages wait in `key`.
+struct GroupCopy {
+    key: String,
+    shard: usize,
+    members: Vec<String>,
+    capacity: i64,
+}
+
 /// What BZPOPMIN returns: key, member, score.
 type Popped = (String, Vec<u8>, f64);
 
@@ -421,45 +433,27 @@ impl Queues {
         &self,
         group: String,
         body: Vec<u8>,
-        members: Option<Vec<(String, i64)>>,
         default_capacity: i64,
+        capacity_of: Option<CapacityOf>,
     ) -> Result<(), Failure> {
         let one_server = self.shards.len() == 1 && !self.shards[0].is_cluster();
-        if members.is_none() && one_server && self.serializer.is_plain_msgpack() {
+        if capacity_of.is_none() && one_server && self.serializer.is_plain_msgpack() {
             return self.group_send_all(&group, body, default_capacity).await;
         }
-        let members = match members {
-            Some(members) => members,
-            None => {
-                let names = self.group_members(&group).await?;
-                names
-                    .into_iter()
-                    .map(|name| (name, default_capacity))
-                    .collect()
-            }
+        let members = self.group_members(&group).await?;
+        let capacities = match &capacity_of {
+            Some(capacity_of) => capacity_of(&members),
+            None => vec![default_capacity; members.len()],
         };
-        // One copy per queue key, naming every member on that key.
-        let mut by_key: Vec<(String, usize, Vec<String>, i64)> = Vec::new();
-        for (member, capacity) in &members {
-            let queue_name = non_local_name(member);
-            let key = self.key(queue_name);
-            match by_key.iter_mut().find(|(existing, ..)| *existing == key) {
-                Some((_, _, names, _)) => names.push(member.clone()),
-                None => {
-                    let shard = consistent_hash(queue_name, self.shards.len());
-                    by_key.push((key, shard, vec![member.clone()], *capacity));
-                }
-            }
-        }
-        let mut full = 0;
+        let copies = self.copies(&members, capacities);
         // One script per shard; on a cluster one per key (keys of a script
         // must share a slot), all sent at once, so each node gets its share
         // pipelined on its connection.
-        let mut batches: Vec<(usize, Vec<_>)> = Vec::new();
+        let mut batches: Vec<(usize, Vec<&GroupCopy>)> = Vec::new();
         for shard in 0..self.shards.len() {
-            let on_shard: Vec<_> = by_key.iter().filter(|(_, s, ..)| *s == shard).collect();
+            let on_shard: Vec<_> = copies.iter().filter(|c| c.shard == shard).collect();
             if self.shards[shard].is_cluster() {
-                batches.extend(on_shard.into_iter().map(|entry| (shard, vec![entry])));
+                batches.extend(on_shard.into_iter().map(|copy| (shard, vec![copy])));
             } else if !on_shard.is_empty() {
                 batches.push((shard, on_shard));
             }
@@ -468,14 +462,15 @@ impl Queues {
         let mut invocations = Vec::with_capacity(batches.len());
         for (shard, batch) in &batches {
             let mut invocation = scripts::GROUP_SEND.prepare_invoke();
-            for (key, ..) in batch {
-                invocation.key(key);
+            for copy in batch {
+                invocation.key(&copy.key);
             }
-            for (_, _, names, _) in batch {
-                invocation.arg(self.serializer.seal(&body, names).map_err(Failure::Data)?);
+            for copy in batch {
+                let sealed = self.serializer.seal(&body, &copy.members);
+                invocation.arg(sealed.map_err(Failure::Data)?);
             }
-            for (.., capacity) in batch {
-                invocation.arg(*capacity);
+            for copy in batch {
+                invocation.arg(copy.capacity);
             }
             invocation.arg(now).arg(self.expiry);
             invocations.push((*shard, invocation));
@@ -483,11 +478,35 @@ impl Queues {
         let sent = invocations
             .iter()
             .map(|(shard, invocation)| self.shards[*shard].run::<i64>(invocation));
-        for over in futures_util::future::try_join_all(sent).await? {
-            full += over;
-        }
+        let full = futures_util::future::try_join_all(sent)
+            .await?
+            .into_iter()
+            .sum();
         log_full(full, members.len() as i64, &group);
         Ok(())
+    }
+
+    /// One copy per queue key, naming every member on that key; its
+    /// capacity is its first member's, as channels_redis has it.
+    fn copies(&self, members: &[String], capacities: Vec<i64>) -> Vec<GroupCopy> {
+        let mut copies: Vec<GroupCopy> = Vec::new();
+        let mut by_queue: HashMap<&str, usize> = HashMap::new();
+        for (member, capacity) in members.iter().zip(capacities) {
+            let queue = non_local_name(member);
+            match by_queue.get(queue) {
+                Some(&at) => copies[at].members.push(member.clone()),
+                None => {
+                    by_queue.insert(queue, copies.len());
+                    copies.push(GroupCopy {
+                        key: self.key(queue),
+                        shard: consistent_hash(queue, self.shards.len()),
+                        members: vec![member.clone()],
+                        capacity,
+                    });
+                }
+            }
+        }
+        copies
     }
 
     /// group_send in one round trip: see scripts::GROUP_SEND_ALL.
