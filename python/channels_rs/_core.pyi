@@ -2,18 +2,18 @@
 
 import asyncio
 import re
-from typing import Any
+from typing import Any, TypedDict
 
 def random_letters(count: int) -> str: ...
 
+class MemoryOptions(TypedDict):
+    expiry: float
+    group_expiry: float
+    capacity: int
+    channel_capacity: list[tuple[re.Pattern[str], int]]
+
 class MemoryCore:
-    def __init__(
-        self,
-        expiry: float,
-        group_expiry: float,
-        capacity: int,
-        channel_capacity: list[tuple[re.Pattern[str], int]],
-    ) -> None: ...
+    def __init__(self, options: MemoryOptions) -> None: ...
     def send(self, channel: str, message: dict[str, Any]) -> None: ...
     def receive(
         self, channel: str
@@ -46,19 +46,19 @@ class Serializer:
     def serialize(self, message: dict[str, Any]) -> bytes: ...
     def deserialize(self, data: bytes) -> dict[str, Any]: ...
 
+class RedisOptions(TypedDict):
+    hosts: list[dict[str, Any]]
+    prefix: str
+    expiry: float
+    group_expiry: float
+    capacity: int
+    channel_capacity: list[tuple[re.Pattern[str], int]]
+    serializer: Serializer
+    brpop_timeout: float
+
 class RedisCore:
     client_prefix: str
-    def __init__(
-        self,
-        hosts: list[dict[str, Any]],
-        prefix: str,
-        expiry: float,
-        group_expiry: float,
-        capacity: int,
-        channel_capacity: list[tuple[re.Pattern[str], int]],
-        serializer: Serializer,
-        block_seconds: float,
-    ) -> None: ...
+    def __init__(self, options: RedisOptions) -> None: ...
     def send(self, channel: str, message: dict[str, Any]) -> asyncio.Future[None]: ...
     def send_sync(self, channel: str, message: dict[str, Any]) -> None: ...
     def receive(
@@ -80,17 +80,17 @@ class RedisCore:
 class Bridge:
     def drain(self) -> None: ...
 
+class PubSubOptions(TypedDict):
+    hosts: list[dict[str, Any]]
+    prefix: str
+    serializer: Serializer
+    capacity: int
+    expiry: float
+    on_disconnect: str | None
+    on_reconnect: str | None
+
 class PubSubCore:
-    def __init__(
-        self,
-        hosts: list[dict[str, Any]],
-        prefix: str,
-        serializer: Serializer,
-        capacity: int,
-        expiry: float,
-        on_disconnect: str | None,
-        on_reconnect: str | None,
-    ) -> None: ...
+    def __init__(self, options: PubSubOptions) -> None: ...
     def subscribe(self, channel: str) -> asyncio.Future[None]: ...
     def publish(
         self, channel: str, message: dict[str, Any]

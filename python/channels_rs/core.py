@@ -39,14 +39,16 @@ class RedisChannelLayer(RedisLayer):
         )
         self.ring_size = len(specs)
         self._core = _core.RedisCore(
-            specs,
-            prefix,
-            expiry,
-            group_expiry,
-            capacity,
-            self.channel_capacity,
-            self._serializer,
-            self.brpop_timeout,
+            {
+                "hosts": specs,
+                "prefix": prefix,
+                "expiry": expiry,
+                "group_expiry": group_expiry,
+                "capacity": capacity,
+                "channel_capacity": self.channel_capacity,
+                "serializer": self._serializer,
+                "brpop_timeout": self.brpop_timeout,
+            }
         )
 
     @property

@@ -31,7 +31,12 @@ class InMemoryChannelLayer(CoreLayer):
         # channels' own layer forgets this step and crashes on the first send.
         self.channel_capacity = self.compile_capacities(self.channel_capacity)
         self._core = _core.MemoryCore(
-            expiry, group_expiry, capacity, self.channel_capacity
+            {
+                "expiry": expiry,
+                "group_expiry": group_expiry,
+                "capacity": capacity,
+                "channel_capacity": self.channel_capacity,
+            }
         )
         self.channels = ChannelsView(self._core)
         self.groups = GroupsView(self._core)

@@ -41,13 +41,15 @@ class RedisPubSubChannelLayer(RedisLayer):
             hosts, prefix, symmetric_encryption_keys, serializer_format, 0, None
         )
         self._core = _core.PubSubCore(
-            specs,
-            prefix,
-            self._serializer,
-            capacity,
-            expiry,
-            on_disconnect,
-            on_reconnect,
+            {
+                "hosts": specs,
+                "prefix": prefix,
+                "serializer": self._serializer,
+                "capacity": capacity,
+                "expiry": expiry,
+                "on_disconnect": on_disconnect,
+                "on_reconnect": on_reconnect,
+            }
         )
 
     async def send(self, channel, message):

@@ -23,7 +23,7 @@ enum Format {
 }
 
 /// Turns messages into the bytes stored in Redis and back.
-#[pyclass(frozen, module = "channels_rs._core")]
+#[pyclass(frozen, from_py_object, module = "channels_rs._core")]
 #[derive(Clone)]
 pub struct Serializer {
     format: Format,

@@ -157,15 +157,27 @@ impl MemoryCore {
     }
 }
 
+/// InMemoryChannelLayer's options, under their names in CONFIG
+/// (`channel_capacity` compiled).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct Options {
+    expiry: f64,
+    group_expiry: f64,
+    capacity: i64,
+    channel_capacity: Vec<(Py<PyAny>, i64)>,
+}
+
 #[pymethods]
 impl MemoryCore {
     #[new]
-    fn new(
-        expiry: f64,
-        group_expiry: f64,
-        capacity: i64,
-        channel_capacity: Vec<(Py<PyAny>, i64)>,
-    ) -> PyResult<Self> {
+    fn new(options: Options) -> PyResult<Self> {
+        let Options {
+            expiry,
+            group_expiry,
+            capacity,
+            channel_capacity,
+        } = options;
         let patterns = channel_capacity
             .into_iter()
             .map(|(pattern, capacity)| (pattern, unbounded_if_not_positive(capacity)))

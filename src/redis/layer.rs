@@ -36,20 +36,36 @@ pub struct RedisCore {
     has_patterns: bool,
 }
 
+/// RedisChannelLayer's options, under their names in CONFIG (`hosts` as
+/// core.py has read them, `channel_capacity` compiled, and the class's
+/// `brpop_timeout`).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct Options {
+    hosts: Vec<HostSpec>,
+    prefix: String,
+    expiry: f64,
+    group_expiry: f64,
+    capacity: i64,
+    channel_capacity: Vec<(Py<PyAny>, i64)>,
+    serializer: Serializer,
+    brpop_timeout: f64,
+}
+
 #[pymethods]
 impl RedisCore {
     #[new]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        hosts: Vec<HostSpec>,
-        prefix: String,
-        expiry: f64,
-        group_expiry: f64,
-        capacity: i64,
-        channel_capacity: Vec<(Py<PyAny>, i64)>,
-        serializer: &Bound<'_, Serializer>,
-        block_seconds: f64,
-    ) -> PyResult<Self> {
+    fn new(options: Options) -> PyResult<Self> {
+        let Options {
+            hosts,
+            prefix,
+            expiry,
+            group_expiry,
+            capacity,
+            channel_capacity,
+            serializer,
+            brpop_timeout,
+        } = options;
         let shards = hosts.into_iter().map(shard).collect::<PyResult<Vec<_>>>()?;
         let has_patterns = !channel_capacity.is_empty();
         let non_negative = |value: i64| usize::try_from(value).unwrap_or(0);
@@ -61,11 +77,11 @@ impl RedisCore {
             prefix,
             expiry: expiry.max(0.0) as u64,
             group_expiry: group_expiry.max(0.0) as u64,
-            block_seconds,
-            serializer: serializer.get().clone(),
+            block_seconds: brpop_timeout,
+            serializer: serializer.clone(),
             shards,
             local: {
-                let (capacity, serializer) = (non_negative(capacity), serializer.get().clone());
+                let (capacity, serializer) = (non_negative(capacity), serializer);
                 let expiry = Duration::from_secs_f64(expiry.max(0.0));
                 let fresh = move || Local::new(capacity, expiry, serializer.clone());
                 PerProcess::new(fresh(), move |local| renew(local, fresh()))

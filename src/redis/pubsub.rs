@@ -72,6 +72,20 @@ impl Subscriptions {
     }
 }
 
+/// RedisPubSubChannelLayer's options, under their names in CONFIG (`hosts`
+/// as pubsub.py has read them).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct Options {
+    hosts: Vec<HostSpec>,
+    prefix: String,
+    serializer: Serializer,
+    capacity: usize,
+    expiry: f64,
+    on_disconnect: Option<String>,
+    on_reconnect: Option<String>,
+}
+
 struct Inner {
     prefix: String,
     shards: Vec<Shard>,
@@ -432,18 +446,17 @@ pub struct PubSubCore {
 #[pymethods]
 impl PubSubCore {
     #[new]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        hosts: Vec<HostSpec>,
-        prefix: String,
-        serializer: &Bound<'_, Serializer>,
-        capacity: usize,
-        expiry: f64,
-        on_disconnect: Option<String>,
-        on_reconnect: Option<String>,
-    ) -> PyResult<Self> {
+    fn new(options: Options) -> PyResult<Self> {
+        let Options {
+            hosts,
+            prefix,
+            serializer,
+            capacity,
+            expiry,
+            on_disconnect,
+            on_reconnect,
+        } = options;
         let shards = hosts.into_iter().map(shard).collect::<PyResult<Vec<_>>>()?;
-        let serializer = serializer.get().clone();
         let expiry = Duration::from_secs_f64(expiry.max(0.0));
         let state = {
             let (count, serializer) = (shards.len(), serializer.clone());
