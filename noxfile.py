@@ -72,14 +72,19 @@ def soak(session):
 
 @nox.session
 def lint(session):
-    """cargo fmt, cargo clippy and ruff."""
-    session.install("ruff")
+    """cargo fmt, cargo clippy, ruff, and mypy's stubtest: the built
+    extension against python/channels_rs/_core.pyi, so the stubs cannot
+    drift from the Rust classes."""
+    install_package(session, "ruff", "mypy")
     session.run("cargo", "fmt", "--check", external=True)
     session.run(
         "cargo", "clippy", "--all-targets", "--", "-D", "warnings", external=True
     )
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # From outside the checkout, so the installed package is the one checked.
+    session.chdir(session.create_tmp())
+    session.run("python", "-m", "mypy.stubtest", "channels_rs._core")
 
 
 @nox.session

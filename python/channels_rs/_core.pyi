@@ -2,50 +2,89 @@
 
 import asyncio
 import re
-from typing import Any, TypedDict
+from typing import Any, Self, TypedDict, final, type_check_only
 
-def random_letters(count: int) -> str: ...
+__all__ = [
+    "Bridge",
+    "MemoryCore",
+    "PubSubCore",
+    "RedisCore",
+    "Serializer",
+    "python_exits",
+    "random_letters",
+]
 
+def random_letters(count: int) -> str:
+    """`count` random ASCII letters, as channels' new_channel() uses."""
+
+def python_exits() -> None:
+    """Tells the runtime threads that the interpreter is shutting down."""
+
+@type_check_only
 class MemoryOptions(TypedDict):
     expiry: float
     group_expiry: float
     capacity: int
     channel_capacity: list[tuple[re.Pattern[str], int]]
 
+@final
 class MemoryCore:
-    def __init__(self, options: MemoryOptions) -> None: ...
-    def send(self, channel: str, message: dict[str, Any]) -> None: ...
-    def receive(
-        self, channel: str
-    ) -> dict[str, Any] | asyncio.Future[dict[str, Any]]: ...
+    """The in-memory layer's channels and groups, for one process."""
+
+    def __new__(cls, options: MemoryOptions) -> Self: ...
+    def send(self, channel: str, message: dict[str, Any]) -> None:
+        """Queues a copy of `message`; ChannelFull if the channel is full."""
+    def receive(self, channel: str) -> dict[str, Any] | asyncio.Future[dict[str, Any]]:
+        """The next message, or a future of it; await it, then call `finish`."""
     def finish(
         self, channel: str, future: asyncio.Future[dict[str, Any]], taken: bool
-    ) -> None: ...
-    def group_add(self, group: str, channel: str) -> None: ...
-    def group_discard(self, group: str, channel: str) -> None: ...
-    def group_send(self, group: str, message: dict[str, Any]) -> None: ...
-    def flush(self) -> None: ...
-    def channel_names(self) -> list[str]: ...
-    def has_channel(self, name: str) -> bool: ...
-    def channel_count(self) -> int: ...
-    def queued(self, name: str) -> list[dict[str, Any]] | None: ...
-    def discard_queue(self, name: str) -> None: ...
-    def group_names(self) -> list[str]: ...
-    def group_count(self) -> int: ...
-    def group_members(self, name: str) -> dict[str, float] | None: ...
-    def remove_group(self, name: str) -> bool: ...
+    ) -> None:
+        """After an await of `receive`'s future: put back what was not taken."""
+    def group_add(self, group: str, channel: str) -> None:
+        """Adds `channel` to `group`, renewing its membership."""
+    def group_discard(self, group: str, channel: str) -> None:
+        """Removes `channel` from `group`, if it is there."""
+    def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """A copy of `message` to every member with room for it."""
+    def flush(self) -> None:
+        """Forgets every channel, message and group."""
+    def channel_names(self) -> list[str]:
+        """The channels that hold messages or receivers."""
+    def has_channel(self, name: str) -> bool:
+        """Whether `name` holds messages or receivers."""
+    def channel_count(self) -> int:
+        """How many channels hold messages or receivers."""
+    def queued(self, name: str) -> list[dict[str, Any]] | None:
+        """Copies of the messages waiting on `name`, oldest first."""
+    def discard_queue(self, name: str) -> None:
+        """Drops the messages waiting on `name`."""
+    def group_names(self) -> list[str]:
+        """The groups that have members."""
+    def group_count(self) -> int:
+        """How many groups have members."""
+    def group_members(self, name: str) -> dict[str, float] | None:
+        """Each member of `name` with when it joined."""
+    def remove_group(self, name: str) -> bool:
+        """Drops the group `name`; whether there was one."""
 
+@final
 class Serializer:
-    def __init__(
-        self,
+    """Messages to the bytes Redis stores, and back: msgpack or json, with
+    an optional random prefix and Fernet encryption, as channels_redis."""
+
+    def __new__(
+        cls,
         format: str,
         keys: list[bytes],
         random_prefix_length: int,
         expiry: float | None,
-    ) -> None: ...
-    def serialize(self, message: dict[str, Any]) -> bytes: ...
-    def deserialize(self, data: bytes) -> dict[str, Any]: ...
+    ) -> Self: ...
+    def serialize(self, message: dict[str, Any]) -> bytes:
+        """The bytes channels_redis would store for `message`."""
+    def deserialize(self, data: bytes) -> dict[str, Any]:
+        """The message in bytes that channels_redis or channels-rs stored."""
 
+@type_check_only
 class RedisOptions(TypedDict):
     hosts: list[dict[str, Any]]
     prefix: str
@@ -56,30 +95,47 @@ class RedisOptions(TypedDict):
     serializer: Serializer
     brpop_timeout: float
 
+@final
 class RedisCore:
-    client_prefix: str
-    def __init__(self, options: RedisOptions) -> None: ...
-    def send(self, channel: str, message: dict[str, Any]) -> asyncio.Future[None]: ...
-    def send_sync(self, channel: str, message: dict[str, Any]) -> None: ...
-    def receive(
-        self, channel: str
-    ) -> dict[str, Any] | asyncio.Future[dict[str, Any]]: ...
+    """RedisChannelLayer's Rust half: its queues and groups in Redis."""
+
+    @property
+    def client_prefix(self) -> str:
+        """What this process's new_channel() names carry."""
+    def __new__(cls, options: RedisOptions) -> Self: ...
+    def send(self, channel: str, message: dict[str, Any]) -> asyncio.Future[None]:
+        """Queues `message` on `channel`; ChannelFull if it is full."""
+    def send_sync(self, channel: str, message: dict[str, Any]) -> None:
+        """`send` from code without an event loop."""
+    def receive(self, channel: str) -> dict[str, Any] | asyncio.Future[dict[str, Any]]:
+        """The next message, or a future of it; await it, then call `finish`."""
     def finish(
         self, channel: str, future: asyncio.Future[dict[str, Any]], taken: bool
-    ) -> None: ...
-    def group_add(self, group: str, channel: str) -> asyncio.Future[None]: ...
-    def group_discard(self, group: str, channel: str) -> asyncio.Future[None]: ...
-    def group_send(
-        self, group: str, message: dict[str, Any]
-    ) -> asyncio.Future[None]: ...
-    def group_send_sync(self, group: str, message: dict[str, Any]) -> None: ...
-    def flush(self) -> asyncio.Future[None]: ...
-    def server_report_sync(self, pings: int) -> list[tuple[str, str, list[float]]]: ...
-    def close(self) -> None: ...
+    ) -> None:
+        """After an await of `receive`'s future: forget or put back its message."""
+    def group_add(self, group: str, channel: str) -> asyncio.Future[None]:
+        """Adds `channel` to `group`, renewing its membership."""
+    def group_discard(self, group: str, channel: str) -> asyncio.Future[None]:
+        """Removes `channel` from `group`, if it is there."""
+    def group_send(self, group: str, message: dict[str, Any]) -> asyncio.Future[None]:
+        """A copy of `message` to every member with room for it."""
+    def group_send_sync(self, group: str, message: dict[str, Any]) -> None:
+        """`group_send` from code without an event loop."""
+    def flush(self) -> asyncio.Future[None]:
+        """Deletes every key with the layer's prefix, on every shard."""
+    def server_report_sync(self, pings: int) -> list[tuple[str, str, list[float]]]:
+        """Each shard's name, INFO server text and `pings` PING times."""
+    def close(self) -> None:
+        """Drops this process's connections; the next operation reconnects."""
 
+@final
 class Bridge:
-    def drain(self) -> None: ...
+    """Completes one event loop's futures from the runtime's threads."""
 
+    def drain(self) -> None:
+        """Completes every finished operation; the loop calls it."""
+
+@type_check_only
 class PubSubOptions(TypedDict):
     hosts: list[dict[str, Any]]
     prefix: str
@@ -89,25 +145,30 @@ class PubSubOptions(TypedDict):
     on_disconnect: str | None
     on_reconnect: str | None
 
+@final
 class PubSubCore:
-    def __init__(self, options: PubSubOptions) -> None: ...
-    def subscribe(self, channel: str) -> asyncio.Future[None]: ...
-    def publish(
-        self, channel: str, message: dict[str, Any]
-    ) -> asyncio.Future[None]: ...
-    def publish_sync(self, channel: str, message: dict[str, Any]) -> None: ...
+    """RedisPubSubChannelLayer's Rust half: its subscriptions and publishes."""
+
+    def __new__(cls, options: PubSubOptions) -> Self: ...
+    def subscribe(self, channel: str) -> asyncio.Future[None]:
+        """Makes `channel` this process's and subscribes to it."""
+    def publish(self, channel: str, message: dict[str, Any]) -> asyncio.Future[None]:
+        """Publishes `message` to whoever is subscribed to `channel`."""
+    def publish_sync(self, channel: str, message: dict[str, Any]) -> None:
+        """`publish` from code without an event loop."""
     def group_publish(
         self, group: str, message: dict[str, Any]
-    ) -> asyncio.Future[None]: ...
-    def group_publish_sync(self, group: str, message: dict[str, Any]) -> None: ...
-    def receive(
-        self, channel: str
-    ) -> dict[str, Any] | asyncio.Future[dict[str, Any]]: ...
-    def finish(
-        self, channel: str, future: asyncio.Future[Any], taken: bool
-    ) -> None: ...
-    def group_add(self, group: str, channel: str) -> asyncio.Future[None]: ...
-    def group_discard(self, group: str, channel: str) -> None: ...
-    def flush(self) -> asyncio.Future[None]: ...
-
-def python_exits() -> None: ...
+    ) -> asyncio.Future[None]:
+        """Publishes `message` to the group's pub/sub channel."""
+    def group_publish_sync(self, group: str, message: dict[str, Any]) -> None:
+        """`group_publish` from code without an event loop."""
+    def receive(self, channel: str) -> dict[str, Any] | asyncio.Future[dict[str, Any]]:
+        """The next message, or a future of it; await it, then call `finish`."""
+    def finish(self, channel: str, future: asyncio.Future[Any], taken: bool) -> None:
+        """After an await of `receive`'s future: if not taken, unsubscribe."""
+    def group_add(self, group: str, channel: str) -> asyncio.Future[None]:
+        """Subscribes this process to `group` for `channel`."""
+    def group_discard(self, group: str, channel: str) -> None:
+        """Drops `channel` from `group`; the last one out unsubscribes."""
+    def flush(self) -> asyncio.Future[None]:
+        """Unsubscribes from every channel and group of this process."""
