@@ -77,7 +77,11 @@ def check_pace_and_words(outage, caplog, names):
     said once per layer, then once more when the pause grows."""
     early, late = outage.attempts(0, 2), outage.attempts(3, 5)
     ports = len(outage.servers)
-    assert 10 <= early <= 100 * ports, early
+    # A connection tried every 0.1 s makes 20 attempts in 2 s; each port
+    # serves up to 7 that retry (the core layer's shared and blocking ones,
+    # its pump's, the pub/sub subscriber's; a cluster client reconnects to
+    # every node), which measured 230-300 attempts on 3 cluster ports.
+    assert 10 <= early <= 140 * ports, early
     assert 1 <= late <= early / 4, (early, late)
     lines = warnings_in(caplog)
     assert {record.name for record in lines} == {"channels_rs"}, lines
