@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::PyAssertionError;
-use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::backup::{Receipt, Settled};
@@ -184,13 +183,7 @@ impl RedisCore {
 
     /// After an await of a `receive` future: whether the message was
     /// `taken`. If not, stop waiting, and put back a message that arrived.
-    fn finish(
-        &self,
-        py: Python<'_>,
-        channel: &str,
-        future: &Bound<'_, PyAny>,
-        taken: bool,
-    ) -> PyResult<()> {
+    fn finish(&self, channel: &str, future: &Bound<'_, PyAny>, taken: bool) -> PyResult<()> {
         if channel.contains('!') {
             return if taken {
                 Ok(())
@@ -209,8 +202,7 @@ impl RedisCore {
         receipt.abandoned.store(true, Ordering::Release);
         // Cancelled after the message arrived (a cancelled future's settle
         // returns it already).
-        let cancelled = future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
-        if !cancelled && future.call_method0(intern!(py, "done"))?.is_truthy()? {
+        if bridge::unclaimed(future)?.is_some() {
             receipt.settle(Settled::Returned);
         }
         Ok(())

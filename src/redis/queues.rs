@@ -191,7 +191,8 @@ impl Queues {
                 Err(problem) => {
                     log::error!(target: "channels_rs", "dropped a message on {key} that cannot be read: {problem}");
                     if backed_up {
-                        self.forget_backup(from, key, &member).await;
+                        let backup = self.backup(from, key);
+                        self.forget_backup(&backup, from, key, &member).await;
                     }
                 }
             }
@@ -248,8 +249,7 @@ impl Queues {
 
     /// Forgets the backup of a message that has reached its consumer (or
     /// could not be read).
-    pub(super) async fn forget_backup(&self, shard: usize, key: &str, member: &[u8]) {
-        let backup = self.backup(shard, key);
+    async fn forget_backup(&self, backup: &Backup, shard: usize, key: &str, member: &[u8]) {
         if let Err(Failure::Redis { shard, err }) =
             backup.clear(&self.shards[shard], key, member).await
         {
@@ -295,7 +295,9 @@ impl Queues {
         }
         match how {
             None => {}
-            Some(Settled::Taken) if backed_up => self.forget_backup(shard, key, &member).await,
+            Some(Settled::Taken) if backed_up => {
+                self.forget_backup(&backup, shard, key, &member).await
+            }
             Some(Settled::Taken) => {}
             Some(Settled::Returned) => {
                 let put_back = backup.put_back(source, key, &member, score, self.expiry);
