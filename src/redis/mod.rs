@@ -1,7 +1,8 @@
 //! The Redis layers. `layer` (RedisCore) and `pubsub` (PubSubCore) are the
-//! classes Python calls; `queues` holds the core layer's logic over
-//! `connections` to each shard, with `backup` for popped messages and
-//! `failure` for what goes wrong.
+//! classes Python calls. Under them, `queues` holds the core layer's logic,
+//! with `backup` for popped messages, and `subscriptions` the pub/sub
+//! layer's, with a `listener` per shard; both reach each shard through
+//! `connections`, and `failure` says what went wrong.
 
 mod backoff;
 mod backup;
@@ -10,12 +11,14 @@ mod failure;
 mod hosts;
 mod inbox;
 mod layer;
+mod listener;
 mod pubsub;
 mod queues;
 mod report;
 mod ring;
 mod scripts;
 mod sentinel;
+mod subscriptions;
 
 pub use layer::RedisCore;
 pub use pubsub::PubSubCore;
