@@ -254,26 +254,26 @@ fn registered(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Que
 
 /// The queues this process's watchdog looks after, each with its drain
 /// count at the last look.
-struct Watched {
+struct Watchdog {
     pid: u32,
     queues: Vec<(Weak<Queue>, u64)>,
 }
 
-static WATCHED: Mutex<Watched> = Mutex::new(Watched {
+static WATCHDOG: Mutex<Watchdog> = Mutex::new(Watchdog {
     pid: 0,
     queues: Vec::new(),
 });
 
 /// How often the watchdog looks for loops that closed with results pending.
-const WATCH_PERIOD: Duration = Duration::from_secs(1);
+const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
 
 /// Adds `queue` to those this process's watchdog looks after, starting it
 /// on first use.
 fn watch(queue: &Arc<Queue>) -> PyResult<()> {
-    let mut watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut watched = WATCHDOG.lock().unwrap_or_else(|p| p.into_inner());
     let pid = std::process::id();
     if watched.pid != pid {
-        *watched = Watched {
+        *watched = Watchdog {
             pid,
             queues: Vec::new(),
         };
@@ -290,9 +290,9 @@ fn watch(queue: &Arc<Queue>) -> PyResult<()> {
 /// gives each message back to where it came from.
 async fn watchdog() {
     loop {
-        tokio::time::sleep(WATCH_PERIOD).await;
+        tokio::time::sleep(WATCHDOG_PERIOD).await;
         let stalled: Vec<Arc<Queue>> = {
-            let mut watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
+            let mut watched = WATCHDOG.lock().unwrap_or_else(|p| p.into_inner());
             watched.queues.retain(|(queue, _)| queue.strong_count() > 0);
             watched
                 .queues

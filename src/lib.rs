@@ -3,6 +3,7 @@
 
 mod bridge;
 mod capacity;
+mod clock;
 mod codec;
 mod errors;
 mod interpreter;

@@ -20,10 +20,11 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::bridge;
 use crate::capacity::{unbounded_if_not_positive, Capacities};
+use crate::clock::unix_now;
 use crate::errors;
 use crate::names;
 use crate::process::{Guard, PerProcess};
-use state::{unix_now, Delivery, Dropped, State, Waiter};
+use state::{Delivery, Dropped, State, Waiter};
 
 struct Shared {
     state: PerProcess<State>,

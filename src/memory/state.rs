@@ -10,10 +10,12 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::thread::ThreadId;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
+
+use crate::clock::unix_now;
 
 #[derive(Default)]
 pub struct Channel {
@@ -60,12 +62,6 @@ pub struct State {
     /// channel (those in `armed`), due no later than its oldest message.
     checks: BinaryHeap<Reverse<(Instant, String)>>,
     armed: HashSet<String>,
-}
-
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl State {

@@ -32,19 +32,21 @@ pub enum Buffered {
     Message(Py<PyAny>),
 }
 
-struct Waiter {
+/// A receive waiting on an asyncio future, completed through `queue`.
+struct Receiver {
     future: Py<PyAny>,
     queue: Arc<Queue>,
 }
 
+/// One channel's messages and receivers.
 #[derive(Default)]
-struct Channel {
+struct Mailbox {
     /// Messages and when they arrived, oldest first.
     buffer: VecDeque<(Instant, Buffered)>,
-    waiters: VecDeque<Waiter>,
+    waiters: VecDeque<Receiver>,
 }
 
-impl Channel {
+impl Mailbox {
     fn is_idle(&self) -> bool {
         self.buffer.is_empty() && self.waiters.is_empty()
     }
@@ -60,8 +62,9 @@ impl Channel {
     }
 }
 
-struct State {
-    channels: HashMap<String, Channel>,
+/// Every channel of the process, behind the inbox's lock.
+struct Mailboxes {
+    channels: HashMap<String, Mailbox>,
     /// Waiting receivers per local name (`<prefix>.<client>!`), so a pump
     /// learns whether to go on without looking at every channel.
     waiting: HashMap<String, usize>,
@@ -69,7 +72,7 @@ struct State {
     swept: Instant,
 }
 
-impl State {
+impl Mailboxes {
     fn count(&mut self, channel: &str, change: isize) {
         let name = non_local_name(channel);
         let count = self.waiting.entry(name.to_owned()).or_default();
@@ -77,137 +80,6 @@ impl State {
         if *count == 0 {
             self.waiting.remove(name);
         }
-    }
-}
-
-struct Local {
-    state: Mutex<State>,
-    expiry: Duration,
-}
-
-/// What `Local::route` did with a message.
-enum Routed {
-    /// Complete this waiter's future with the message.
-    Waiter(Py<PyAny>, Arc<Queue>, Buffered),
-    /// Buffered; the oldest message was dropped to make room, if any.
-    Buffered(Option<Buffered>),
-}
-
-impl Local {
-    fn new(expiry: Duration) -> Self {
-        let state = State {
-            channels: HashMap::new(),
-            waiting: HashMap::new(),
-            swept: Instant::now(),
-        };
-        Local {
-            state: Mutex::new(state),
-            expiry,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Arrival time of the oldest message still worth delivering.
-    fn oldest(&self) -> Instant {
-        Instant::now()
-            .checked_sub(self.expiry)
-            .unwrap_or_else(Instant::now)
-    }
-
-    /// Whether anyone waits on a channel of `local_name`.
-    fn has_waiters(&self, local_name: &str) -> bool {
-        self.lock().waiting.contains_key(local_name)
-    }
-
-    /// The next buffered message of `channel`, if any.
-    fn take(&self, channel: &str) -> Option<Buffered> {
-        let channels = &mut self.lock().channels;
-        let entry = channels.get_mut(channel)?;
-        let taken = entry.next(self.oldest());
-        if entry.is_idle() {
-            channels.remove(channel);
-        }
-        taken
-    }
-
-    /// Waits on `channel` unless a message arrived meanwhile (then returned).
-    fn wait(&self, channel: &str, future: Py<PyAny>, queue: Arc<Queue>) -> Option<Buffered> {
-        let mut state = self.lock();
-        let entry = state.channels.entry(channel.to_owned()).or_default();
-        if let Some(buffered) = entry.next(self.oldest()) {
-            return Some(buffered);
-        }
-        entry.waiters.push_back(Waiter { future, queue });
-        state.count(channel, 1);
-        None
-    }
-
-    /// Stops waiting with `future` (cancelled), if it still waits.
-    fn unwait(&self, channel: &str, future: &Bound<'_, PyAny>) {
-        let mut state = self.lock();
-        let Some(entry) = state.channels.get_mut(channel) else {
-            return;
-        };
-        let Some(at) = entry
-            .waiters
-            .iter()
-            .position(|waiter| waiter.future.is(future))
-        else {
-            return;
-        };
-        entry.waiters.remove(at);
-        if entry.is_idle() {
-            state.channels.remove(channel);
-        }
-        state.count(channel, -1);
-    }
-
-    /// Gives `message` to the first waiter of `channel`, else buffers it
-    /// (at the front if `front`), keeping at most `capacity`. A dropped
-    /// message comes back to be released after the lock.
-    fn route(&self, channel: &str, message: Buffered, capacity: usize, front: bool) -> Routed {
-        let mut state = self.lock();
-        self.sweep(&mut state);
-        let entry = state.channels.entry(channel.to_owned()).or_default();
-        if let Some(waiter) = entry.waiters.pop_front() {
-            if entry.is_idle() {
-                state.channels.remove(channel);
-            }
-            state.count(channel, -1);
-            return Routed::Waiter(waiter.future, waiter.queue, message);
-        }
-        let arrived = (Instant::now(), message);
-        if front {
-            entry.buffer.push_front(arrived);
-        } else {
-            entry.buffer.push_back(arrived);
-        }
-        if entry.buffer.len() <= capacity {
-            return Routed::Buffered(None);
-        }
-        let dropped = if front {
-            entry.buffer.pop_back()
-        } else {
-            entry.buffer.pop_front()
-        };
-        Routed::Buffered(dropped.map(|(_, message)| message))
-    }
-
-    /// Once per expiry period: drops expired messages of every channel, and
-    /// the channels left with nothing.
-    fn sweep(&self, state: &mut State) {
-        if state.swept.elapsed() < self.expiry {
-            return;
-        }
-        state.swept = Instant::now();
-        let oldest = self.oldest();
-        state.channels.retain(|_, channel| {
-            channel.drop_expired(oldest);
-            !channel.is_idle()
-        });
     }
 }
 
@@ -220,29 +92,28 @@ pub enum Received<'py> {
     Waiting(Bound<'py, PyAny>),
 }
 
-/// Local channels with the means to deliver to them: buffers and waiters
-/// (`Local`), their capacity, and the serializer that reads what arrives.
+/// A process's channels: their buffers and receivers, how long and how many
+/// messages a buffer keeps, and the serializer that reads what arrives.
 pub struct Inbox {
-    local: Local,
+    mailboxes: Mutex<Mailboxes>,
+    expiry: Duration,
     capacity: usize,
     serializer: Serializer,
 }
 
 impl Inbox {
     pub fn new(capacity: usize, expiry: Duration, serializer: Serializer) -> Self {
+        let mailboxes = Mailboxes {
+            channels: HashMap::new(),
+            waiting: HashMap::new(),
+            swept: Instant::now(),
+        };
         Inbox {
-            local: Local::new(expiry),
+            mailboxes: Mutex::new(mailboxes),
+            expiry,
             capacity,
             serializer,
         }
-    }
-
-    pub fn has_waiters(&self, local_name: &str) -> bool {
-        self.local.has_waiters(local_name)
-    }
-
-    pub fn unwait(&self, channel: &str, future: &Bound<'_, PyAny>) {
-        self.local.unwait(channel, future);
     }
 
     /// After its receiver gave up on `future`: stop waiting, and put back
@@ -261,16 +132,16 @@ impl Inbox {
 
     /// Drops what is buffered for `channel`.
     pub fn forget(&self, channel: &str) {
-        while self.local.take(channel).is_some() {}
+        while self.take(channel).is_some() {}
     }
 
     /// The next message of `channel`, or a future of it.
     pub fn receive<'py>(&self, py: Python<'py>, channel: &str) -> PyResult<Received<'py>> {
-        if let Some(buffered) = self.local.take(channel) {
+        if let Some(buffered) = self.take(channel) {
             return self.materialize(py, buffered).map(Received::Ready);
         }
         let (future, queue) = bridge::pending(py)?;
-        match self.local.wait(channel, future.clone().unbind(), queue) {
+        match self.wait(channel, future.clone().unbind(), queue) {
             Some(buffered) => self.materialize(py, buffered).map(Received::Ready),
             None => Ok(Received::Waiting(future)),
         }
@@ -280,12 +151,11 @@ impl Inbox {
     /// buffers it (at the front if `front`: one a cancelled receiver gave
     /// back). A receiver cancelled before it took the message gives it back.
     pub fn deliver(self: &Arc<Self>, channel: String, message: Buffered, front: bool) {
-        let (future, queue, message) =
-            match self.local.route(&channel, message, self.capacity, front) {
-                Routed::Waiter(future, queue, message) => (future, queue, message),
-                // One pushed out of a full buffer is freed here, out of the lock.
-                Routed::Buffered(_released) => return,
-            };
+        let (future, queue, message) = match self.place(&channel, message, front) {
+            Routed::Waiter(future, queue, message) => (future, queue, message),
+            // One pushed out of a full buffer is freed here, out of the lock.
+            Routed::Buffered(_released) => return,
+        };
         let outcome: Outcome = match message {
             Buffered::Body(body) => {
                 let reader = Arc::clone(self);
@@ -321,5 +191,120 @@ impl Inbox {
             Buffered::Body(body) => self.read_body(py, &body),
             Buffered::Message(message) => Ok(message.into_bound(py)),
         }
+    }
+}
+
+/// What `Inbox::place` did with a message.
+enum Routed {
+    /// Complete this waiter's future with the message.
+    Waiter(Py<PyAny>, Arc<Queue>, Buffered),
+    /// Buffered; the oldest message was dropped to make room, if any.
+    Buffered(Option<Buffered>),
+}
+
+/// Each of these takes the lock once.
+impl Inbox {
+    fn lock(&self) -> MutexGuard<'_, Mailboxes> {
+        self.mailboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Arrival time of the oldest message still worth delivering.
+    fn oldest(&self) -> Instant {
+        Instant::now()
+            .checked_sub(self.expiry)
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// Whether anyone waits on a channel of `local_name`.
+    pub fn has_waiters(&self, local_name: &str) -> bool {
+        self.lock().waiting.contains_key(local_name)
+    }
+
+    /// The next buffered message of `channel`, if any.
+    fn take(&self, channel: &str) -> Option<Buffered> {
+        let channels = &mut self.lock().channels;
+        let entry = channels.get_mut(channel)?;
+        let taken = entry.next(self.oldest());
+        if entry.is_idle() {
+            channels.remove(channel);
+        }
+        taken
+    }
+
+    /// Waits on `channel` unless a message arrived meanwhile (then returned).
+    fn wait(&self, channel: &str, future: Py<PyAny>, queue: Arc<Queue>) -> Option<Buffered> {
+        let mut state = self.lock();
+        let entry = state.channels.entry(channel.to_owned()).or_default();
+        if let Some(buffered) = entry.next(self.oldest()) {
+            return Some(buffered);
+        }
+        entry.waiters.push_back(Receiver { future, queue });
+        state.count(channel, 1);
+        None
+    }
+
+    /// Stops waiting with `future` (cancelled), if it still waits.
+    pub fn unwait(&self, channel: &str, future: &Bound<'_, PyAny>) {
+        let mut state = self.lock();
+        let Some(entry) = state.channels.get_mut(channel) else {
+            return;
+        };
+        let Some(at) = entry
+            .waiters
+            .iter()
+            .position(|waiter| waiter.future.is(future))
+        else {
+            return;
+        };
+        entry.waiters.remove(at);
+        if entry.is_idle() {
+            state.channels.remove(channel);
+        }
+        state.count(channel, -1);
+    }
+
+    /// Gives `message` to the first waiter of `channel`, else buffers it
+    /// (at the front if `front`), keeping at most `capacity`. A dropped
+    /// message comes back to be released after the lock.
+    fn place(&self, channel: &str, message: Buffered, front: bool) -> Routed {
+        let mut state = self.lock();
+        self.sweep(&mut state);
+        let entry = state.channels.entry(channel.to_owned()).or_default();
+        if let Some(waiter) = entry.waiters.pop_front() {
+            if entry.is_idle() {
+                state.channels.remove(channel);
+            }
+            state.count(channel, -1);
+            return Routed::Waiter(waiter.future, waiter.queue, message);
+        }
+        let arrived = (Instant::now(), message);
+        if front {
+            entry.buffer.push_front(arrived);
+        } else {
+            entry.buffer.push_back(arrived);
+        }
+        if entry.buffer.len() <= self.capacity {
+            return Routed::Buffered(None);
+        }
+        let dropped = if front {
+            entry.buffer.pop_back()
+        } else {
+            entry.buffer.pop_front()
+        };
+        Routed::Buffered(dropped.map(|(_, message)| message))
+    }
+
+    /// Once per expiry period: drops expired messages of every channel, and
+    /// the channels left with nothing.
+    fn sweep(&self, state: &mut Mailboxes) {
+        if state.swept.elapsed() < self.expiry {
+            return;
+        }
+        state.swept = Instant::now();
+        let oldest = self.oldest();
+        state.channels.retain(|_, channel| {
+            channel.drop_expired(oldest);
+            !channel.is_idle()
+        });
     }
 }

@@ -13,7 +13,7 @@ use super::backup::{Receipt, Settled};
 use super::failure::Work;
 use super::hosts::{shard, HostSpec};
 use super::inbox::Received;
-use super::queues::{CapacityOf, Local, Queues};
+use super::queues::{CapacityOf, ProcessState, Queues};
 use super::report::ShardReport;
 use super::ring::consistent_hash;
 use crate::bridge::{self, block, none, spawn, Completion, Failed, Outcome, Settle};
@@ -27,7 +27,7 @@ use crate::runtime;
 
 #[pyclass(frozen, module = "channels_rs._core")]
 pub struct RedisCore {
-    inner: Arc<Queues>,
+    queues: Arc<Queues>,
     capacities: Arc<Capacities>,
     default_capacity: i64,
     /// Set when `channel_capacity` has patterns, which only Python's regex
@@ -72,25 +72,25 @@ impl RedisCore {
             .into_iter()
             .map(|(p, c)| (p, non_negative(c)))
             .collect();
-        let inner = Queues {
+        let queues = Queues {
             prefix,
             expiry: expiry.max(0.0) as u64,
             group_expiry: group_expiry.max(0.0) as u64,
             block_seconds: brpop_timeout,
             serializer: serializer.clone(),
             shards,
-            local: {
+            process: {
                 let (capacity, serializer) = (non_negative(capacity), serializer);
                 let expiry = Duration::from_secs_f64(expiry.max(0.0));
-                let fresh = move || Local::new(capacity, expiry, serializer.clone());
-                PerProcess::new(fresh(), move |local| renew(local, fresh()))
+                let fresh = move || ProcessState::new(capacity, expiry, serializer.clone());
+                PerProcess::new(fresh(), move |state| renew(state, fresh()))
             },
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
             closed: tokio::sync::watch::Sender::new(false),
         };
         Ok(RedisCore {
-            inner: Arc::new(inner),
+            queues: Arc::new(queues),
             capacities: Arc::new(Capacities::new(non_negative(capacity), patterns)),
             default_capacity: capacity,
             has_patterns,
@@ -124,27 +124,27 @@ impl RedisCore {
         channel: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = names::channel(py, channel)?;
-        let inner = &self.inner;
+        let queues = &self.queues;
         if name.contains('!') {
-            if !non_local_name(&name).ends_with(&inner.local().client_suffix) {
+            if !non_local_name(&name).ends_with(&queues.process().client_suffix) {
                 return Err(PyAssertionError::new_err(format!(
                     "Wrong client prefix: {name:?} belongs to another layer instance"
                 )));
             }
             return self.receive_local(py, name);
         }
-        let shard = inner.round_robin(&inner.next_receive);
-        let key = inner.key(&name);
+        let shard = queues.round_robin(&queues.next_receive);
+        let key = queues.key(&name);
         let (future, queue) = bridge::pending(py)?;
         let target = future.clone().unbind();
         let (receipt, settled) = Receipt::new();
         // The awaiting coroutine holds the future until `finish`, so its
         // address is not reused meanwhile.
         let id = future.as_ptr() as usize;
-        inner.local().receiving.insert(id, Arc::clone(&receipt));
-        let inner = Arc::clone(inner);
+        queues.process().receiving.insert(id, Arc::clone(&receipt));
+        let queues = Arc::clone(queues);
         runtime::spawn(async move {
-            let mut taken = match inner.pop(shard, &key, &receipt.abandoned).await {
+            let mut taken = match queues.pop(shard, &key, &receipt.abandoned).await {
                 Ok(Some(taken)) => taken,
                 Ok(None) => return,
                 Err(failure) => {
@@ -157,7 +157,7 @@ impl RedisCore {
                     return;
                 }
             };
-            let reader = inner.inbox();
+            let reader = queues.inbox();
             let body = std::mem::take(&mut taken.body);
             let outcome: Outcome =
                 Box::new(move |py| reader.read_body(py, &body).map(Bound::unbind));
@@ -176,7 +176,7 @@ impl RedisCore {
             // Only the future's settle and `finish` can settle it now: once
             // both are gone unsaid, `settled` reports it.
             drop(receipt);
-            inner.hand_over(taken, &key, settled).await;
+            queues.hand_over(taken, &key, settled).await;
         })?;
         Ok(future)
     }
@@ -188,11 +188,11 @@ impl RedisCore {
             return if taken {
                 Ok(())
             } else {
-                self.inner.inbox().abandon(channel, future)
+                self.queues.inbox().abandon(channel, future)
             };
         }
         let id = future.as_ptr() as usize;
-        let Some(receipt) = self.inner.local().receiving.remove(&id) else {
+        let Some(receipt) = self.queues.process().receiving.remove(&id) else {
             return Ok(());
         };
         if taken {
@@ -216,10 +216,10 @@ impl RedisCore {
     ) -> PyResult<Bound<'py, PyAny>> {
         let group = names::group(py, group)?;
         let channel = names::channel(py, channel)?;
-        let inner = Arc::clone(&self.inner);
+        let queues = Arc::clone(&self.queues);
         spawn(
             py,
-            async move { inner.group_add(&group, channel).await },
+            async move { queues.group_add(&group, channel).await },
             none,
         )
     }
@@ -232,10 +232,10 @@ impl RedisCore {
     ) -> PyResult<Bound<'py, PyAny>> {
         let group = names::group(py, group)?;
         let channel = names::channel(py, channel)?;
-        let inner = Arc::clone(&self.inner);
+        let queues = Arc::clone(&self.queues);
         spawn(
             py,
-            async move { inner.group_discard(&group, channel).await },
+            async move { queues.group_discard(&group, channel).await },
             none,
         )
     }
@@ -262,24 +262,24 @@ impl RedisCore {
     /// This process's client prefix: a forked child gets its own.
     #[getter]
     fn client_prefix(&self) -> String {
-        self.inner.local().client_prefix.clone()
+        self.queues.process().client_prefix.clone()
     }
 
     fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let inner = Arc::clone(&self.inner);
-        spawn(py, async move { inner.flush().await }, none)
+        let queues = Arc::clone(&self.queues);
+        spawn(py, async move { queues.flush().await }, none)
     }
 
     /// For `python -m channels_rs check`: each shard's name, `INFO server`
     /// text and `pings` PING times in seconds.
     fn server_report_sync(&self, py: Python<'_>, pings: usize) -> PyResult<Vec<ShardReport>> {
-        let inner = Arc::clone(&self.inner);
-        block(py, Box::pin(async move { inner.report(pings).await }))
+        let queues = Arc::clone(&self.queues);
+        block(py, Box::pin(async move { queues.report(pings).await }))
     }
 
     /// Drops this process's connections; the next operation reconnects.
     fn close(&self) {
-        for shard in &self.inner.shards {
+        for shard in &self.queues.shards {
             shard.close();
         }
     }
@@ -291,8 +291,8 @@ impl RedisCore {
 /// a message the server hands it meanwhile goes back rather than being lost.
 impl Drop for RedisCore {
     fn drop(&mut self) {
-        self.inner.closed.send_replace(true);
-        for shard in &self.inner.shards {
+        self.queues.closed.send_replace(true);
+        for shard in &self.queues.shards {
             shard.close();
         }
     }
@@ -308,27 +308,27 @@ impl RedisCore {
         let message = errors::require_dict(message)?;
         let name = names::channel(py, channel)?;
         errors::require_no_reply_channel(message)?;
-        let inner = &self.inner;
+        let queues = &self.queues;
         let (key, shard, member) = if name.contains('!') {
             let queue_name = non_local_name(&name);
-            let shard = consistent_hash(queue_name, inner.shards.len());
+            let shard = consistent_hash(queue_name, queues.shards.len());
             (
-                inner.key(queue_name),
+                queues.key(queue_name),
                 shard,
-                inner.serializer.encode(message, Some(channel))?,
+                queues.serializer.encode(message, Some(channel))?,
             )
         } else {
-            let shard = inner.round_robin(&inner.next_send);
+            let shard = queues.round_robin(&queues.next_send);
             (
-                inner.key(&name),
+                queues.key(&name),
                 shard,
-                inner.serializer.encode(message, None)?,
+                queues.serializer.encode(message, None)?,
             )
         };
         let capacity = self.capacity_of(py, &name)?;
-        let inner = Arc::clone(inner);
+        let queues = Arc::clone(queues);
         Ok(Box::pin(async move {
-            inner.send(shard, key, member, capacity, name).await
+            queues.send(shard, key, member, capacity, name).await
         }))
     }
 
@@ -341,11 +341,11 @@ impl RedisCore {
         let message = errors::require_dict(message)?;
         let group = names::group(py, group)?;
         errors::require_no_reply_channel(message)?;
-        let body = self.inner.serializer.body(message)?;
-        let inner = Arc::clone(&self.inner);
+        let body = self.queues.serializer.body(message)?;
+        let queues = Arc::clone(&self.queues);
         let (capacity, capacity_of) = (self.default_capacity, self.capacity_of_members());
         Ok(Box::pin(async move {
-            inner.group_send(group, body, capacity, capacity_of).await
+            queues.group_send(group, body, capacity, capacity_of).await
         }))
     }
 
@@ -377,16 +377,16 @@ impl RedisCore {
     }
 
     fn receive_local<'py>(&self, py: Python<'py>, channel: String) -> PyResult<Bound<'py, PyAny>> {
-        let inner = &self.inner;
-        let future = match inner.inbox().receive(py, &channel)? {
+        let queues = &self.queues;
+        let future = match queues.inbox().receive(py, &channel)? {
             Received::Ready(message) => return Ok(message),
             Received::Waiting(future) => future,
         };
         let local_name = non_local_name(&channel).to_owned();
-        let mut local = inner.local();
-        for shard in 0..inner.shards.len() {
+        let mut local = queues.process();
+        for shard in 0..queues.shards.len() {
             if local.pumps.insert((local_name.clone(), shard)) {
-                runtime::spawn(Arc::clone(inner).pump(local_name.clone(), shard))?;
+                runtime::spawn(Arc::clone(queues).pump(local_name.clone(), shard))?;
             }
         }
         Ok(future)

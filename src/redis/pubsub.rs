@@ -33,7 +33,7 @@ struct Options {
 
 #[pyclass(frozen, module = "channels_rs._core")]
 pub struct PubSubCore {
-    inner: Arc<Subscriptions>,
+    subscriptions: Arc<Subscriptions>,
 }
 
 #[pymethods]
@@ -57,7 +57,7 @@ impl PubSubCore {
                 move || Subscribed::new(count, Inbox::new(capacity, expiry, serializer.clone()));
             PerProcess::new(fresh(), move |state| renew(state, fresh()))
         };
-        let inner = Subscriptions {
+        let subscriptions = Subscriptions {
             prefix,
             shards,
             serializer,
@@ -66,7 +66,7 @@ impl PubSubCore {
             on_reconnect,
         };
         Ok(PubSubCore {
-            inner: Arc::new(inner),
+            subscriptions: Arc::new(subscriptions),
         })
     }
 
@@ -77,9 +77,13 @@ impl PubSubCore {
         channel: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let channel = names::channel(py, channel)?;
-        let inner = Arc::clone(&self.inner);
-        inner.lock().channels.insert(channel.clone());
-        spawn(py, async move { inner.subscribe(channel).await }, none)
+        let subscriptions = Arc::clone(&self.subscriptions);
+        subscriptions.lock().channels.insert(channel.clone());
+        spawn(
+            py,
+            async move { subscriptions.subscribe(channel).await },
+            none,
+        )
     }
 
     fn publish<'py>(
@@ -126,9 +130,9 @@ impl PubSubCore {
         channel: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = names::channel(py, channel)?;
-        let inner = &self.inner;
-        if inner.lock().channels.insert(name.clone()) {
-            let subscriber = Arc::clone(inner);
+        let subscriptions = &self.subscriptions;
+        if subscriptions.lock().channels.insert(name.clone()) {
+            let subscriber = Arc::clone(subscriptions);
             let channel = name.clone();
             runtime::spawn(async move {
                 if let Err(Failure::Redis { shard, err }) = subscriber.subscribe(channel).await {
@@ -136,7 +140,7 @@ impl PubSubCore {
                 }
             })?;
         }
-        match inner.inbox().receive(py, &name)? {
+        match subscriptions.inbox().receive(py, &name)? {
             Received::Ready(message) | Received::Waiting(message) => Ok(message),
         }
     }
@@ -148,12 +152,12 @@ impl PubSubCore {
         if taken {
             return;
         }
-        let inner = &self.inner;
-        let mut state = inner.lock();
+        let subscriptions = &self.subscriptions;
+        let mut state = subscriptions.lock();
         state.inbox.unwait(channel, future);
         if state.channels.remove(channel) {
             // Nobody waits for the confirmation: a receive is being cancelled.
-            inner.unsubscribe(&mut state, channel);
+            subscriptions.unsubscribe(&mut state, channel);
         }
         state.inbox.forget(channel);
     }
@@ -166,10 +170,10 @@ impl PubSubCore {
     ) -> PyResult<Bound<'py, PyAny>> {
         let group = names::group(py, group)?;
         let channel = names::channel(py, channel)?;
-        let inner = Arc::clone(&self.inner);
-        let name = inner.group_name(&group);
+        let subscriptions = Arc::clone(&self.subscriptions);
+        let name = subscriptions.group_name(&group);
         {
-            let mut state = inner.lock();
+            let mut state = subscriptions.lock();
             if !state.channels.contains(&channel) {
                 return Err(PyRuntimeError::new_err(format!(
                     "You can only call group_add() on channels that exist in-process.\n\
@@ -183,7 +187,7 @@ impl PubSubCore {
                 .or_default()
                 .insert(channel);
         }
-        spawn(py, async move { inner.subscribe(name).await }, none)
+        spawn(py, async move { subscriptions.subscribe(name).await }, none)
     }
 
     fn group_discard(
@@ -194,15 +198,15 @@ impl PubSubCore {
     ) -> PyResult<()> {
         let group = names::group(py, group)?;
         let channel = names::channel(py, channel)?;
-        let inner = &self.inner;
-        let name = inner.group_name(&group);
-        let mut state = inner.lock();
+        let subscriptions = &self.subscriptions;
+        let name = subscriptions.group_name(&group);
+        let mut state = subscriptions.lock();
         let Some(members) = state.groups.get_mut(&name) else {
             return Ok(());
         };
         if members.remove(&channel) && members.is_empty() {
             state.groups.remove(&name);
-            inner.unsubscribe(&mut state, &name);
+            subscriptions.unsubscribe(&mut state, &name);
         }
         Ok(())
     }
@@ -210,14 +214,14 @@ impl PubSubCore {
     /// Forgets every channel and group of this process and unsubscribes;
     /// the future completes once Redis confirmed.
     fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let inner = &self.inner;
+        let subscriptions = &self.subscriptions;
         let mut confirmations = Vec::new();
         {
-            let mut state = inner.lock();
+            let mut state = subscriptions.lock();
             let names: Vec<String> = state.channels.drain().collect();
             let groups: Vec<String> = state.groups.drain().map(|(name, _)| name).collect();
             for name in names.iter().chain(&groups) {
-                confirmations.extend(inner.unsubscribe(&mut state, name));
+                confirmations.extend(subscriptions.unsubscribe(&mut state, name));
                 state.inbox.forget(name);
             }
         }
@@ -242,12 +246,14 @@ impl PubSubCore {
     ) -> PyResult<Work<()>> {
         let message = errors::require_dict(message)?;
         let name = if group {
-            self.inner.group_name(&names::group(py, target)?)
+            self.subscriptions.group_name(&names::group(py, target)?)
         } else {
             names::channel(py, target)?
         };
-        let body = self.inner.serializer.encode(message, None)?;
-        let inner = Arc::clone(&self.inner);
-        Ok(Box::pin(async move { inner.publish(name, body).await }))
+        let body = self.subscriptions.serializer.encode(message, None)?;
+        let subscriptions = Arc::clone(&self.subscriptions);
+        Ok(Box::pin(
+            async move { subscriptions.publish(name, body).await },
+        ))
     }
 }

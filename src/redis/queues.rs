@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -15,6 +15,7 @@ use super::failure::{passing, Failure};
 use super::inbox::{Buffered, Inbox};
 use super::ring::consistent_hash;
 use super::scripts;
+use crate::clock::unix_now;
 use crate::codec::Serializer;
 use crate::errors::REPLY_CHANNEL_KEY;
 use crate::names;
@@ -54,12 +55,6 @@ struct GroupCopy {
 /// What BZPOPMIN returns: key, member, score.
 type Popped = (String, Vec<u8>, f64);
 
-pub(super) fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 pub(super) struct Queues {
     pub(super) prefix: String,
     pub(super) expiry: u64,
@@ -69,7 +64,7 @@ pub(super) struct Queues {
     pub(super) block_seconds: f64,
     pub(super) serializer: Serializer,
     pub(super) shards: Vec<Shard>,
-    pub(super) local: PerProcess<Local>,
+    pub(super) process: PerProcess<ProcessState>,
     pub(super) next_send: AtomicUsize,
     pub(super) next_receive: AtomicUsize,
     /// Set when the Python layer is gone (see `RedisCore`'s drop).
@@ -80,7 +75,7 @@ pub(super) struct Queues {
 /// afresh (see `process`): a client prefix of its own, so that its
 /// process-local channels are not the parent's or a sibling's, and no
 /// pumps, buffers or receives of the parent's.
-pub(super) struct Local {
+pub(super) struct ProcessState {
     pub(super) client_prefix: String,
     /// `.<client_prefix>!`: how every process-local name of this layer ends
     /// (`<prefix>.<client_prefix>!`, one Redis key per new_channel prefix).
@@ -94,10 +89,10 @@ pub(super) struct Local {
     pub(super) receiving: HashMap<usize, Arc<Receipt>>,
 }
 
-impl Local {
+impl ProcessState {
     pub(super) fn new(capacity: usize, expiry: Duration, serializer: Serializer) -> Self {
         let client_prefix = names::client_prefix();
-        Local {
+        ProcessState {
             client_suffix: format!(".{client_prefix}!"),
             client_prefix,
             inbox: Arc::new(Inbox::new(capacity, expiry, serializer)),
@@ -108,12 +103,12 @@ impl Local {
 }
 
 impl Queues {
-    pub(super) fn local(&self) -> Guard<'_, Local> {
-        self.local.lock()
+    pub(super) fn process(&self) -> Guard<'_, ProcessState> {
+        self.process.lock()
     }
 
     pub(super) fn inbox(&self) -> Arc<Inbox> {
-        Arc::clone(&self.local().inbox)
+        Arc::clone(&self.process().inbox)
     }
 
     pub(super) fn key(&self, name: &str) -> String {
@@ -331,7 +326,7 @@ impl Queues {
         loop {
             if idle {
                 // Decided under the same lock receivers take to start pumps.
-                let mut local = self.local();
+                let mut local = self.process();
                 if !local.inbox.has_waiters(&local_name) {
                     local.pumps.remove(&(local_name, shard));
                     return;
