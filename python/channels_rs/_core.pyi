@@ -2,7 +2,7 @@
 
 import asyncio
 import re
-from typing import Any, Self, TypedDict, final, type_check_only
+from typing import Any, NotRequired, Self, TypedDict, final, type_check_only
 
 __all__ = [
     "Bridge",
@@ -85,8 +85,23 @@ class Serializer:
         """The message in bytes that channels_redis or channels-rs stored."""
 
 @type_check_only
+class HostSpec(TypedDict):
+    """One hosts entry as channels_rs.hosts works it out."""
+
+    name: str
+    url: str
+    sentinels: NotRequired[list[str]]
+    master_name: NotRequired[str]
+    cluster: NotRequired[list[str]]
+    socket_connect_timeout: NotRequired[float | None]
+    socket_timeout: NotRequired[float | None]
+    ssl_ca_certs: NotRequired[str | None]
+    ssl_certfile: NotRequired[str | None]
+    ssl_keyfile: NotRequired[str | None]
+
+@type_check_only
 class RedisOptions(TypedDict):
-    hosts: list[dict[str, Any]]
+    hosts: list[HostSpec]
     prefix: str
     expiry: float
     group_expiry: float
@@ -137,7 +152,7 @@ class Bridge:
 
 @type_check_only
 class PubSubOptions(TypedDict):
-    hosts: list[dict[str, Any]]
+    hosts: list[HostSpec]
     prefix: str
     serializer: Serializer
     capacity: int

@@ -61,9 +61,20 @@ class RedisChannelLayer(RedisLayer):
         """Send ``message`` to ``channel``; ChannelFull if it is at capacity."""
         await self._core.send(channel, message)
 
+    # receive() is CoreLayer's (base.py), the same for every layer.
+
     async def new_channel(self, prefix="specific"):
         """A new channel name that only this layer instance receives on."""
         return f"{prefix}.{self.client_prefix}!{uuid.uuid4().hex}"
+
+    async def flush(self):
+        """Delete every key with this layer's prefix, on every shard."""
+        await self._core.flush()
+        self._core.close()
+
+    async def close_pools(self):
+        """Close this process's connections; the next operation reconnects."""
+        self._core.close()
 
     async def group_add(self, group, channel):
         await self._core.group_add(group, channel)
@@ -84,15 +95,6 @@ class RedisChannelLayer(RedisLayer):
     def group_send_sync(self, group, message):
         """``group_send`` for plain sync code: no event loop needed."""
         self._core.group_send_sync(group, message)
-
-    async def flush(self):
-        """Delete every key with this layer's prefix, on every shard."""
-        await self._core.flush()
-        self._core.close()
-
-    async def close_pools(self):
-        """Close this process's connections; the next operation reconnects."""
-        self._core.close()
 
     def _group_key(self, group):
         """The Redis key of ``group``, as channels_redis names it."""

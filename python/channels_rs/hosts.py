@@ -4,12 +4,20 @@ core needs to reach each server."""
 from ssl import CERT_NONE
 from urllib.parse import quote
 
+# redis-py's options that the Rust core reads from an entry as they are.
+CONNECTION_OPTIONS = (
+    "socket_connect_timeout",
+    "socket_timeout",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+)
+
 
 def host_specs(hosts):
     """What the Rust core needs to reach each ``hosts`` entry, from every form
     channels_redis accepts: URL strings, (host, port) pairs, dicts with an
-    "address" or host/port/db/password, and Sentinel dicts. Timeouts use
-    redis-py's option names."""
+    "address" or host/port/db/password, and Sentinel dicts."""
     if not hosts:
         hosts = [{"address": "redis://localhost:6379"}]
     if isinstance(hosts, (str, bytes)):
@@ -24,13 +32,7 @@ def _host_spec(entry):
         entry = {"host": entry[0], "port": entry[1]}
     elif not isinstance(entry, dict):
         entry = {"address": entry}
-    spec = {
-        "connect_timeout": entry.get("socket_connect_timeout"),
-        "timeout": entry.get("socket_timeout"),
-        "ca_certs": entry.get("ssl_ca_certs"),
-        "certfile": entry.get("ssl_certfile"),
-        "keyfile": entry.get("ssl_keyfile"),
-    }
+    spec = {name: entry[name] for name in CONNECTION_OPTIONS if name in entry}
     if "cluster" in entry:
         # Startup nodes of a Redis Cluster; the rest is discovered.
         nodes = list(entry["cluster"])

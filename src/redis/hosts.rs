@@ -7,12 +7,14 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use redis::cluster::ClusterClient;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult};
+use redis::{
+    ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult, TlsCertificates,
+};
 
 use super::connections::{client, quiet, Nodes, Shard, Source, Timeouts};
 use super::sentinel::Watched;
 
-/// One `hosts` entry, as the Python side describes it.
+/// One `hosts` entry: its address and name as hosts.py worked them out.
 #[derive(FromPyObject)]
 pub struct HostSpec {
     /// How messages and errors name it: no password.
@@ -28,18 +30,18 @@ pub struct HostSpec {
     /// Startup nodes of a Redis Cluster; `url` is then the first of them.
     #[pyo3(item, default)]
     cluster: Vec<String>,
+    /// The rest under redis-py's names: timeouts in seconds, and TLS
+    /// certificates as paths to PEM files.
     #[pyo3(item, default)]
-    connect_timeout: Option<f64>,
+    socket_connect_timeout: Option<f64>,
     #[pyo3(item, default)]
-    timeout: Option<f64>,
-    /// TLS, as redis-py's ssl_ca_certs, ssl_certfile and ssl_keyfile: paths
-    /// to PEM files.
+    socket_timeout: Option<f64>,
     #[pyo3(item, default)]
-    ca_certs: Option<String>,
+    ssl_ca_certs: Option<String>,
     #[pyo3(item, default)]
-    certfile: Option<String>,
+    ssl_certfile: Option<String>,
     #[pyo3(item, default)]
-    keyfile: Option<String>,
+    ssl_keyfile: Option<String>,
 }
 
 /// The certificates a TLS connection trusts and presents, read from files.
@@ -48,7 +50,7 @@ fn tls_certificates(spec: &HostSpec) -> PyResult<redis::TlsCertificates> {
         std::fs::read(path)
             .map_err(|err| PyValueError::new_err(format!("cannot read {what} {path:?}: {err}")))
     };
-    let client_tls = match (&spec.certfile, &spec.keyfile) {
+    let client_tls = match (&spec.ssl_certfile, &spec.ssl_keyfile) {
         (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
             client_cert: read("ssl_certfile", cert)?,
             client_key: read("ssl_keyfile", key)?,
@@ -61,7 +63,7 @@ fn tls_certificates(spec: &HostSpec) -> PyResult<redis::TlsCertificates> {
         }
     };
     let root_cert = spec
-        .ca_certs
+        .ssl_ca_certs
         .as_deref()
         .map(|path| read("ssl_ca_certs", path))
         .transpose()?;
@@ -74,64 +76,85 @@ fn tls_certificates(spec: &HostSpec) -> PyResult<redis::TlsCertificates> {
 /// Waits this long by default before reporting a connection or reply error.
 const DEFAULT_TIMEOUT: f64 = 5.0;
 
+/// A bad address's error, naming the entry.
+fn bad(name: &str) -> impl Fn(RedisError) -> PyErr + '_ {
+    move |err| PyValueError::new_err(format!("bad Redis address {name}: {err}"))
+}
+
 pub fn shard(spec: HostSpec) -> PyResult<Shard> {
-    let name = spec.name.clone();
-    let bad = |err: RedisError| PyValueError::new_err(format!("bad Redis address {name}: {err}"));
     // Small commands must leave at once, not wait for Nagle.
     let nodelay = redis::io::tcp::TcpSettings::default().set_nodelay(true);
-    let info = spec.url.as_str().into_connection_info().map_err(bad)?;
+    let info = spec
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(bad(&spec.name))?;
     let certificates = tls_certificates(&spec)?;
     let timeouts = timeouts(&spec)?;
-    if !spec.cluster.is_empty() {
-        let cluster = |reply: Option<Duration>| {
-            // redis-rs waits 1.3 s to 11 min between retries by default, so a
-            // blocking pop caught in a failover could stall for minutes.
-            let mut builder = ClusterClient::builder(spec.cluster.iter().map(String::as_str))
-                .connection_timeout(timeouts.connect)
-                .min_retry_wait(50)
-                .max_retry_wait(500);
-            if let Some(reply) = reply {
-                builder = builder.response_timeout(reply);
-            }
-            if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
-                builder = builder.certs(certificates.clone());
-            }
-            builder.build().map_err(bad)
-        };
-        // Blocking pops wait on a client of their own, without a reply timeout.
-        let source = Source::Cluster {
-            shared: Box::new(cluster(Some(timeouts.reply))?),
-            blocking: Box::new(cluster(None)?),
-            nodes: Box::new(Nodes {
-                template: info.set_tcp_settings(nodelay),
-                certificates,
-                startup: startup_nodes(&spec.cluster).map_err(bad)?,
-            }),
-        };
-        return Ok(Shard::new(source, timeouts, spec.name));
-    }
-    let source = match spec.master_name {
-        None => {
-            let client = client(info.set_tcp_settings(nodelay), &certificates);
-            Source::Direct(Box::new(client.map_err(bad)?))
-        }
-        Some(master) => {
-            let node = SentinelNodeConnectionInfo::default()
-                .set_redis_connection_info(quiet(info).redis_settings().clone())
-                .set_tcp_settings(nodelay);
-            let sentinels = spec
-                .sentinels
-                .iter()
-                .map(|url| url.as_str().into_connection_info().map(quiet))
-                .collect::<RedisResult<Vec<_>>>()
-                .map_err(bad)?;
-            let client =
-                SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)
-                    .map_err(bad)?;
-            Source::Sentinel(Watched::new(client, spec.name.clone()))
-        }
+    let source = if !spec.cluster.is_empty() {
+        cluster(
+            &spec,
+            info.set_tcp_settings(nodelay),
+            certificates,
+            timeouts,
+        )?
+    } else if let Some(master) = &spec.master_name {
+        let node = SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(quiet(info).redis_settings().clone())
+            .set_tcp_settings(nodelay);
+        sentinel(&spec, master, node)?
+    } else {
+        let client = client(info.set_tcp_settings(nodelay), &certificates);
+        Source::Direct(Box::new(client.map_err(bad(&spec.name))?))
     };
     Ok(Shard::new(source, timeouts, spec.name))
+}
+
+/// A Redis Cluster from its startup nodes; `template` is the first of them.
+fn cluster(
+    spec: &HostSpec,
+    template: ConnectionInfo,
+    certificates: TlsCertificates,
+    timeouts: Timeouts,
+) -> PyResult<Source> {
+    let client = |reply: Option<Duration>| {
+        // redis-rs waits 1.3 s to 11 min between retries by default, so a
+        // blocking pop caught in a failover could stall for minutes.
+        let mut builder = ClusterClient::builder(spec.cluster.iter().map(String::as_str))
+            .connection_timeout(timeouts.connect)
+            .min_retry_wait(50)
+            .max_retry_wait(500);
+        if let Some(reply) = reply {
+            builder = builder.response_timeout(reply);
+        }
+        if matches!(template.addr(), ConnectionAddr::TcpTls { .. }) {
+            builder = builder.certs(certificates.clone());
+        }
+        builder.build().map_err(bad(&spec.name))
+    };
+    // Blocking pops wait on a client of their own, without a reply timeout.
+    Ok(Source::Cluster {
+        shared: Box::new(client(Some(timeouts.reply))?),
+        blocking: Box::new(client(None)?),
+        nodes: Box::new(Nodes {
+            startup: startup_nodes(&spec.cluster).map_err(bad(&spec.name))?,
+            template,
+            certificates,
+        }),
+    })
+}
+
+/// The master that `spec`'s Sentinels name, reached with `node`'s settings.
+fn sentinel(spec: &HostSpec, master: &str, node: SentinelNodeConnectionInfo) -> PyResult<Source> {
+    let sentinels = spec
+        .sentinels
+        .iter()
+        .map(|url| url.as_str().into_connection_info().map(quiet))
+        .collect::<RedisResult<Vec<_>>>()
+        .map_err(bad(&spec.name))?;
+    let client = SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)
+        .map_err(bad(&spec.name))?;
+    Ok(Source::Sentinel(Watched::new(client, spec.name.clone())))
 }
 
 /// The host and port of each startup node.
@@ -158,7 +181,7 @@ fn timeouts(spec: &HostSpec) -> PyResult<Timeouts> {
         })
     };
     Ok(Timeouts {
-        connect: seconds("socket_connect_timeout", spec.connect_timeout)?,
-        reply: seconds("socket_timeout", spec.timeout)?,
+        connect: seconds("socket_connect_timeout", spec.socket_connect_timeout)?,
+        reply: seconds("socket_timeout", spec.socket_timeout)?,
     })
 }

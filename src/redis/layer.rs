@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyAssertionError;
 use pyo3::prelude::*;
+use tokio::sync::oneshot;
 
 use super::backup::{Receipt, Settled};
 use super::failure::Work;
@@ -16,7 +17,7 @@ use super::inbox::Received;
 use super::queues::{CapacityOf, ProcessState, Queues};
 use super::report::ShardReport;
 use super::ring::consistent_hash;
-use crate::bridge::{self, block, none, spawn, Completion, Failed, Outcome, Settle};
+use crate::bridge::{self, block, none, spawn, Completion, Failed, Outcome, Queue, Settle};
 use crate::capacity::Capacities;
 use crate::codec::Serializer;
 use crate::errors;
@@ -134,50 +135,24 @@ impl RedisCore {
             return self.receive_local(py, name);
         }
         let shard = queues.round_robin(&queues.next_receive);
-        let key = queues.key(&name);
         let (future, queue) = bridge::pending(py)?;
-        let target = future.clone().unbind();
         let (receipt, settled) = Receipt::new();
         // The awaiting coroutine holds the future until `finish`, so its
         // address is not reused meanwhile.
         let id = future.as_ptr() as usize;
         queues.process().receiving.insert(id, Arc::clone(&receipt));
-        let queues = Arc::clone(queues);
-        runtime::spawn(async move {
-            let mut taken = match queues.pop(shard, &key, &receipt.abandoned).await {
-                Ok(Some(taken)) => taken,
-                Ok(None) => return,
-                Err(failure) => {
-                    let outcome: Outcome = Box::new(move |py| Err(failure.into_py(py)));
-                    queue.push(Completion {
-                        future: target,
-                        outcome,
-                        settle: None,
-                    });
-                    return;
-                }
-            };
-            let reader = queues.inbox();
-            let body = std::mem::take(&mut taken.body);
-            let outcome: Outcome =
-                Box::new(move |py| reader.read_body(py, &body).map(Bound::unbind));
-            // Cancelled before it arrived, or given up on meanwhile: it goes back.
-            let returned = Arc::clone(&receipt);
-            let settle: Settle = Box::new(move |_py, unused| {
-                if unused.is_some() || returned.abandoned.load(Ordering::Acquire) {
-                    returned.settle(Settled::Returned);
-                }
-            });
-            queue.push(Completion {
-                future: target,
-                outcome,
-                settle: Some(settle),
-            });
-            // Only the future's settle and `finish` can settle it now: once
-            // both are gone unsaid, `settled` reports it.
-            drop(receipt);
-            queues.hand_over(taken, &key, settled).await;
-        })?;
+        let receive = Receive {
+            future: future.clone().unbind(),
+            queue,
+            receipt,
+        };
+        runtime::spawn(pop_for(
+            Arc::clone(queues),
+            shard,
+            queues.key(&name),
+            receive,
+            settled,
+        ))?;
         Ok(future)
     }
 
@@ -214,9 +189,7 @@ impl RedisCore {
         group: &Bound<'py, PyAny>,
         channel: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let group = names::group(py, group)?;
-        let channel = names::channel(py, channel)?;
-        let queues = Arc::clone(&self.queues);
+        let (queues, group, channel) = self.membership(py, group, channel)?;
         spawn(
             py,
             async move { queues.group_add(&group, channel).await },
@@ -230,9 +203,7 @@ impl RedisCore {
         group: &Bound<'py, PyAny>,
         channel: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let group = names::group(py, group)?;
-        let channel = names::channel(py, channel)?;
-        let queues = Arc::clone(&self.queues);
+        let (queues, group, channel) = self.membership(py, group, channel)?;
         spawn(
             py,
             async move { queues.group_discard(&group, channel).await },
@@ -299,6 +270,19 @@ impl Drop for RedisCore {
 }
 
 impl RedisCore {
+    /// What a group_add or group_discard works on: the queues, the group and
+    /// the channel, both names checked.
+    fn membership(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+        channel: &Bound<'_, PyAny>,
+    ) -> PyResult<(Arc<Queues>, String, String)> {
+        let group = names::group(py, group)?;
+        let channel = names::channel(py, channel)?;
+        Ok((Arc::clone(&self.queues), group, channel))
+    }
+
     fn send_work(
         &self,
         py: Python<'_>,
@@ -391,4 +375,54 @@ impl RedisCore {
         }
         Ok(future)
     }
+}
+
+/// A receive of a normal channel: its future, the queue of the loop that
+/// awaits it, and what `finish` tells.
+struct Receive {
+    future: Py<PyAny>,
+    queue: Arc<Queue>,
+    receipt: Arc<Receipt>,
+}
+
+/// Pops the next message of `key` for `receive` and hands it over: it goes
+/// back if the receiver was cancelled before taking it (`settled`).
+async fn pop_for(
+    queues: Arc<Queues>,
+    shard: usize,
+    key: String,
+    receive: Receive,
+    settled: oneshot::Receiver<Settled>,
+) {
+    let mut taken = match queues.pop(shard, &key, &receive.receipt.abandoned).await {
+        Ok(Some(taken)) => taken,
+        Ok(None) => return,
+        Err(failure) => {
+            let outcome: Outcome = Box::new(move |py| Err(failure.into_py(py)));
+            receive.queue.push(Completion {
+                future: receive.future,
+                outcome,
+                settle: None,
+            });
+            return;
+        }
+    };
+    let reader = queues.inbox();
+    let body = std::mem::take(&mut taken.body);
+    let outcome: Outcome = Box::new(move |py| reader.read_body(py, &body).map(Bound::unbind));
+    // Cancelled before it arrived, or given up on meanwhile: it goes back.
+    let returned = receive.receipt;
+    let settle: Settle = Box::new(move |_py, unused| {
+        if unused.is_some() || returned.abandoned.load(Ordering::Acquire) {
+            returned.settle(Settled::Returned);
+        }
+    });
+    // Only the future's settle and `finish` can settle it now: once both
+    // are gone unsaid, `settled` reports it.
+    receive.queue.push(Completion {
+        future: receive.future,
+        outcome,
+        settle: Some(settle),
+    });
+    queues.hand_over(taken, &key, settled).await;
 }
