@@ -1,27 +1,30 @@
 //! How a tokio task completes an asyncio future without taking the GIL.
 //!
-//! Each event loop gets one `Bridge`: a queue of finished operations and an
-//! eventfd the loop watches (`loop.add_reader`). Tokio pushes a completion and
-//! writes the fd only when the queue turns non-empty; the loop thread drains
-//! the whole queue at once and builds Python objects there, holding the GIL
-//! it already has. Measured: a sixteenth of the cost of `future_into_py`
-//! per operation when many are in flight (docs/architecture.md, "The bridge").
+//! Each event loop gets one `Bridge`: a queue of finished operations and a
+//! way to wake the loop (`wakeup`: an eventfd, a self-pipe, or
+//! call_soon_threadsafe). Tokio pushes a completion and wakes the loop only
+//! when the queue turns non-empty; the loop thread drains the whole queue at
+//! once and builds Python objects there, holding the GIL it already has.
+//! Measured: a sixteenth of the cost of `future_into_py` per operation when
+//! many are in flight (docs/architecture.md, "The bridge").
+
+mod wakeup;
+mod watchdog;
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyWeakrefReference;
 
 use crate::runtime;
+use wakeup::{Kind, Wakeup};
 
 /// Makes the Python result of an operation, on the loop thread.
 pub type Outcome = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
@@ -37,7 +40,7 @@ pub struct Completion {
 
 /// The part tokio tasks hold.
 pub struct Queue {
-    signal: OwnedFd,
+    wakeup: Wakeup,
     done: Mutex<Vec<Completion>>,
     /// Counts drains, so the watchdog sees a loop that stopped draining.
     drains: AtomicU64,
@@ -45,7 +48,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn push(&self, completion: Completion) {
+    pub fn push(self: &Arc<Self>, completion: Completion) {
         let was_empty = {
             let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
             let was_empty = done.is_empty();
@@ -53,10 +56,12 @@ impl Queue {
             was_empty
         };
         if was_empty {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
-            unsafe { libc::write(self.signal.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            self.wakeup.ring(self);
         }
+    }
+
+    fn take(&self) -> Vec<Completion> {
+        std::mem::take(&mut *self.done.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -67,15 +72,12 @@ pub struct Bridge {
 
 #[pymethods]
 impl Bridge {
-    /// Runs on the loop thread when the eventfd is readable.
+    /// Runs on the loop thread once the loop is woken.
     fn drain(&self, py: Python<'_>) {
-        let mut count = [0u8; 8];
-        // SAFETY: reads 8 bytes into a live buffer from an eventfd we own.
-        unsafe { libc::read(self.queue.signal.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        self.queue.wakeup.clear();
         self.queue.drains.fetch_add(1, Ordering::Relaxed);
-        // Anything pushed after this take writes the fd again: nothing is missed.
-        let done = std::mem::take(&mut *self.queue.done.lock().unwrap_or_else(|p| p.into_inner()));
-        for completion in done {
+        // Anything pushed after this take wakes the loop again: nothing is missed.
+        for completion in self.queue.take() {
             if let Err(err) = complete(py, completion) {
                 // A result that could not even be delivered: say so, keep draining.
                 err.write_unraisable(py, None);
@@ -221,125 +223,61 @@ fn registered(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Que
     {
         return Ok(Arc::clone(&bridge.get().queue));
     }
-    // SAFETY: eventfd returns a new descriptor or -1.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(PyOSError::new_err(format!(
-            "eventfd failed: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    let signal = unsafe { OwnedFd::from_raw_fd(fd) };
-    let queue = Arc::new(Queue {
-        signal,
-        done: Mutex::new(Vec::new()),
-        drains: AtomicU64::new(0),
-        event_loop: PyWeakrefReference::new(event_loop)?.unbind(),
-    });
-    watch(&queue)?;
-    let bridge = Bound::new(
-        py,
-        Bridge {
-            queue: Arc::clone(&queue),
-        },
-    )?;
-    event_loop.call_method1(
-        intern!(py, "add_reader"),
-        (fd, bridge.getattr(intern!(py, "drain"))?),
-    )?;
+    let mut candidates = Kind::candidates()?.into_iter().peekable();
+    let bridge = loop {
+        let kind = candidates
+            .next()
+            .expect("call_soon_threadsafe is always a candidate");
+        match attach(py, event_loop, kind) {
+            // No add_reader (Windows' Proactor): try the next way.
+            Err(err) if err.is_instance_of::<PyNotImplementedError>(py) => {
+                if candidates.peek().is_none() {
+                    return Err(PyRuntimeError::new_err(format!(
+                        "CHANNELS_RS_WAKEUP={} needs loop.add_reader, which {} does \
+                         not have: unset it, or set it to call_soon_threadsafe",
+                        kind.name(),
+                        event_loop.get_type().name()?
+                    )));
+                }
+            }
+            attached => break attached?,
+        }
+    };
+    let queue = Arc::clone(&bridge.get().queue);
+    watchdog::watch(&queue)?;
     bridges.set_item(event_loop, &bridge)?;
     Ok(queue)
 }
 
-/// The queues this process's watchdog looks after, each with its drain
-/// count at the last look.
-struct Watchdog {
-    pid: u32,
-    queues: Vec<(Weak<Queue>, u64)>,
+/// A bridge for `event_loop` woken the `kind` way, watched by the loop if
+/// that way has a descriptor.
+fn attach<'py>(
+    py: Python<'py>,
+    event_loop: &Bound<'py, PyAny>,
+    kind: Kind,
+) -> PyResult<Bound<'py, Bridge>> {
+    let queue = Arc::new(Queue {
+        wakeup: Wakeup::new(kind)?,
+        done: Mutex::new(Vec::new()),
+        drains: AtomicU64::new(0),
+        event_loop: PyWeakrefReference::new(event_loop)?.unbind(),
+    });
+    let bridge = Bound::new(py, Bridge { queue })?;
+    if let Some(fd) = bridge.get().queue.wakeup.watched() {
+        event_loop.call_method1(
+            intern!(py, "add_reader"),
+            (fd, bridge.getattr(intern!(py, "drain"))?),
+        )?;
+    }
+    Ok(bridge)
 }
 
-static WATCHDOG: Mutex<Watchdog> = Mutex::new(Watchdog {
-    pid: 0,
-    queues: Vec::new(),
-});
-
-/// How often the watchdog looks for loops that closed with results pending.
-const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
-
-/// Adds `queue` to those this process's watchdog looks after, starting it
-/// on first use.
-fn watch(queue: &Arc<Queue>) -> PyResult<()> {
-    let mut watched = WATCHDOG.lock().unwrap_or_else(|p| p.into_inner());
-    let pid = std::process::id();
-    if watched.pid != pid {
-        *watched = Watchdog {
-            pid,
-            queues: Vec::new(),
-        };
-        runtime::spawn(watchdog())?;
-    }
-    watched.queues.push((Arc::downgrade(queue), 0));
-    Ok(())
-}
-
-/// A loop that closed while results were on their way to it never drains
-/// them: a message a blocking pop took would be lost there. Once a second,
-/// queues that hold results and did not drain since the last look are
-/// checked; those of a closed (or collected) loop are settled here, which
-/// gives each message back to where it came from.
-async fn watchdog() {
-    loop {
-        tokio::time::sleep(WATCHDOG_PERIOD).await;
-        let stalled: Vec<Arc<Queue>> = {
-            let mut watched = WATCHDOG.lock().unwrap_or_else(|p| p.into_inner());
-            watched.queues.retain(|(queue, _)| queue.strong_count() > 0);
-            watched
-                .queues
-                .iter_mut()
-                .filter_map(|(queue, seen)| {
-                    let queue = queue.upgrade()?;
-                    let drains = queue.drains.load(Ordering::Relaxed);
-                    let idle = drains == std::mem::replace(seen, drains);
-                    let pending = !queue
-                        .done
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .is_empty();
-                    (idle && pending).then_some(queue)
-                })
-                .collect()
-        };
-        if stalled.is_empty() || crate::interpreter::exiting() {
-            continue;
-        }
-        Python::try_attach(|py| {
-            for queue in stalled {
-                rescue(py, &queue);
-            }
-        });
-    }
-}
-
-/// Settles what waits in the queue of a loop that is gone, as if every
-/// receiver had been cancelled.
-fn rescue(py: Python<'_>, queue: &Queue) {
-    let closed = match queue.event_loop.bind(py).upgrade() {
-        None => true,
-        Some(event_loop) => event_loop
-            .call_method0(intern!(py, "is_closed"))
-            .and_then(|closed| closed.is_truthy())
-            .unwrap_or(true),
-    };
-    if !closed {
-        return;
-    }
-    let done = std::mem::take(&mut *queue.done.lock().unwrap_or_else(|p| p.into_inner()));
-    for completion in done {
-        if let (Ok(value), Some(settle)) = ((completion.outcome)(py), completion.settle) {
-            settle(py, Some(value));
-        }
-    }
+/// Which way the bridge wakes `event_loop`: "eventfd", "pipe" or
+/// "call_soon_threadsafe" (making its bridge if it has none yet).
+#[pyfunction]
+pub fn wakeup_of(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+    let queue = for_loop(py, event_loop)?;
+    Ok(queue.wakeup.kind().name())
 }
 
 #[cfg(test)]
@@ -398,7 +336,7 @@ mod tests {
             cancelled.call_method0("cancel").unwrap();
             let failing = Completion {
                 future: cancelled.clone().unbind(),
-                outcome: Box::new(|_| Err(PyOSError::new_err("gone"))),
+                outcome: Box::new(|_| Err(PyRuntimeError::new_err("gone"))),
                 settle: None,
             };
             complete(py, failing).unwrap();
@@ -420,13 +358,13 @@ mod tests {
             let told = Told::default();
             let future = event_loop.call_method0("create_future").unwrap();
             queue.push(completion(&future, "orphan", &told));
-            rescue(py, &queue);
+            watchdog::rescue(py, &queue);
             assert!(
                 told.lock().unwrap().is_empty(),
                 "the loop may still drain it"
             );
             event_loop.call_method0("close").unwrap();
-            rescue(py, &queue);
+            watchdog::rescue(py, &queue);
             assert_eq!(*told.lock().unwrap(), [Some("orphan".to_owned())]);
         });
     }

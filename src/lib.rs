@@ -24,6 +24,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<redis::RedisCore>()?;
     module.add_class::<redis::PubSubCore>()?;
     module.add_class::<bridge::Bridge>()?;
+    module.add_function(wrap_pyfunction!(bridge::wakeup_of, module)?)?;
     module.add_function(wrap_pyfunction!(names::random_letters, module)?)?;
     Ok(())
 }

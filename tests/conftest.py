@@ -7,6 +7,7 @@ import channels.layers
 import pytest
 
 import channels_rs
+import event_loops
 import redis_server
 from redis_cluster import RedisCluster
 from redis_server import Missing, RedisServer
@@ -26,18 +27,29 @@ def pytest_addoption(parser):
         "redis-server if it is on PATH, else valkey",
     )
 
+    parser.addoption(
+        "--loop",
+        choices=event_loops.NAMES,
+        default="asyncio",
+        help="the event loop every test (and async_to_sync) runs on: asyncio's, "
+        "uvloop, or noreader, a loop without add_reader like Windows' Proactor",
+    )
+
 
 def pytest_configure(config):
     if config.getoption("server"):
         redis_server.use(config.getoption("server"))
+    asyncio.set_event_loop_policy(event_loops.policy(config.getoption("loop")))
 
 
 def pytest_report_header(config):
+    wakeup = os.environ.get("CHANNELS_RS_WAKEUP") or "auto"
+    loop = f"event loop: {config.getoption('loop')}, CHANNELS_RS_WAKEUP={wakeup}"
     try:
         binary = redis_server.server_binary()
     except Missing as missing:
-        return f"servers: none ({missing})"
-    return f"servers: {redis_server.version_of(binary)}, {binary}"
+        return [loop, f"servers: none ({missing})"]
+    return [loop, f"servers: {redis_server.version_of(binary)}, {binary}"]
 
 
 @pytest.hookimpl(wrapper=True)

@@ -6,6 +6,7 @@ import gc
 import inspect
 import random
 import re
+import sys
 import threading
 import time
 import weakref
@@ -553,7 +554,7 @@ def test_receiver_on_a_closed_loop_does_not_take_messages(layer_class, request):
     assert asyncio.run(layer.receive("orphaned")) == {"type": "kept"}
 
 
-def test_layer_left_with_a_waiting_receiver_is_freed(layer_class):
+def test_layer_left_with_a_waiting_receiver_is_freed(layer_class, request):
     """override_settings drops layers without closing them: a layer whose
     receive still waits on a closed loop must still be garbage-collected."""
     layer = layer_class()
@@ -563,7 +564,16 @@ def test_layer_left_with_a_waiting_receiver_is_freed(layer_class):
     old_loop.close()
     freed = weakref.ref(layer)
     del layer, old_loop
-    gc.collect()
+    hook = sys.unraisablehook
+    if request.node.callspec.params["layer_class"] == "upstream":
+        # Under uvloop, channels' own collected receive cancels a getter on
+        # the closed loop, which raises where nobody can catch it: an
+        # upstream quirk, not this test's question.
+        sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
     assert freed() is None
 
 

@@ -2,7 +2,7 @@
 
 import asyncio
 import re
-from typing import Any, NotRequired, Self, TypedDict, final, type_check_only
+from typing import Any, Literal, NotRequired, Self, TypedDict, final, type_check_only
 
 __all__ = [
     "Bridge",
@@ -12,6 +12,7 @@ __all__ = [
     "Serializer",
     "python_exits",
     "random_letters",
+    "wakeup_of",
 ]
 
 def random_letters(count: int) -> str:
@@ -19,6 +20,11 @@ def random_letters(count: int) -> str:
 
 def python_exits() -> None:
     """Tells the runtime threads that the interpreter is shutting down."""
+
+def wakeup_of(
+    event_loop: asyncio.AbstractEventLoop,
+) -> Literal["eventfd", "pipe", "call_soon_threadsafe"]:
+    """How the bridge wakes `event_loop` (CHANNELS_RS_WAKEUP forces one)."""
 
 @type_check_only
 class MemoryOptions(TypedDict):
