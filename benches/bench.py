@@ -2,7 +2,7 @@
 machine. Prints messages per second for each and the ratio; the Redis table
 also shows channels_redis's pub/sub layer on the same server.
 
-    python benches/bench.py [--quick] [--only memory|redis] [--chart PNG]
+    python benches/bench.py [--quick] [--only memory|redis|wakeups] [--chart PNG]
 
 With --chart, it also draws every table as bars into that PNG (matplotlib).
 """
@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import math
+import os
 import platform
 import statistics
 import sys
@@ -243,6 +244,40 @@ def redis_rows(url, quick):
     yield ("g) group_send_sync vs f", direct, rates[1], rates[2])
 
 
+def wakeup_rows(url, quick):
+    """(scenario, eventfd, self-pipe, call_soon_threadsafe, uvloop with
+    eventfd): channels_rs.RedisChannelLayer with each way the bridge wakes
+    a loop, forced by CHANNELS_RS_WAKEUP, which each new loop reads."""
+    import uvloop
+
+    scale = 5 if quick else 1
+    layers = [(channels_rs.RedisChannelLayer, {"hosts": [url], "capacity": 100_000})]
+    runs = [
+        ("eventfd", None),
+        ("pipe", None),
+        ("call_soon_threadsafe", None),
+        ("eventfd", uvloop.EventLoopPolicy()),
+    ]
+
+    def on_each(scenario, *args):
+        rates = []
+        for wakeup, policy in runs:
+            os.environ["CHANNELS_RS_WAKEUP"] = wakeup
+            asyncio.set_event_loop_policy(policy)
+            try:
+                rates += measure(layers, scenario, *args)
+            finally:
+                del os.environ["CHANNELS_RS_WAKEUP"]
+                asyncio.set_event_loop_policy(None)
+        return rates
+
+    yield ("a) round trip, normal channel", *on_each(round_trip, 2000 // scale))
+    yield (
+        "b) 100 pairs, normal channels",
+        *on_each(concurrent_pairs, PAIRS, 20 // scale),
+    )
+
+
 def pubsub_rows(url, quick):
     """(scenario, channels_rs pubsub, channels_redis pubsub)."""
     scale = 5 if quick else 1
@@ -364,14 +399,18 @@ def chart(path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="less work, noisier")
-    parser.add_argument("--only", choices=["memory", "redis"])
+    parser.add_argument(
+        "--only",
+        choices=["memory", "redis", "wakeups"],
+        help="one layer's tables, or only the bridge's ways to wake a loop",
+    )
     parser.add_argument("--chart", metavar="PNG", help="also draw the tables here")
     options = parser.parse_args()
     print(
         f"Python {platform.python_version()}, channels {version('channels')}, "
         f"channels-rs {version('channels-rs')}, {platform.machine()}"
     )
-    if options.only != "redis":
+    if options.only not in ("redis", "wakeups"):
         print_table(
             "InMemoryChannelLayer (messages/s, median of 3; drain: 1 run)",
             in_memory_rows(options.quick),
@@ -387,28 +426,40 @@ def main():
                 f"channels_redis {version('channels-redis')}, "
                 f"redis-py {version('redis')}"
             )
+            if options.only != "wakeups":
+                print_table(
+                    "RedisChannelLayer (messages/s or calls/s, median of 3; "
+                    "ratio to channels_redis core)",
+                    redis_rows(server.url, options.quick),
+                    ["channels_redis", "its pubsub"],
+                )
             print_table(
-                "RedisChannelLayer (messages/s or calls/s, median of 3; "
-                "ratio to channels_redis core)",
-                redis_rows(server.url, options.quick),
-                ["channels_redis", "its pubsub"],
+                "channels_rs.RedisChannelLayer by how the bridge wakes the loop "
+                "(messages/s, median of 3; ratio: call_soon_threadsafe to eventfd)",
+                wakeup_rows(server.url, options.quick),
+                ["self-pipe", "threadsafe", "uvloop"],
+                ratio_to=1,
+                first="eventfd",
             )
-            print_table(
-                "RedisPubSubChannelLayer (messages/s, median of 3)",
-                pubsub_rows(server.url, options.quick),
-                ["channels_redis"],
-            )
-            # Layers of the cluster runs outlive their stopped clusters for a
-            # moment, and redis-rs logs each reconnection attempt.
-            logging.getLogger("redis.cluster_handling").setLevel(logging.CRITICAL + 1)
-            print_table(
-                "channels_rs.RedisChannelLayer on Redis Cluster (no replicas; ratio: "
-                "3 masters to one server)",
-                cluster_rows(server.url, options.quick),
-                ["1 master", "3 masters"],
-                ratio_to=-1,
-                first="one server",
-            )
+            if options.only != "wakeups":
+                print_table(
+                    "RedisPubSubChannelLayer (messages/s, median of 3)",
+                    pubsub_rows(server.url, options.quick),
+                    ["channels_redis"],
+                )
+                # Layers of the cluster runs outlive their stopped clusters for a
+                # moment, and redis-rs logs each reconnection attempt.
+                logging.getLogger("redis.cluster_handling").setLevel(
+                    logging.CRITICAL + 1
+                )
+                print_table(
+                    "channels_rs.RedisChannelLayer on Redis Cluster (no replicas; ratio: "
+                    "3 masters to one server)",
+                    cluster_rows(server.url, options.quick),
+                    ["1 master", "3 masters"],
+                    ratio_to=-1,
+                    first="one server",
+                )
         finally:
             server.stop()
     if options.chart:
