@@ -453,8 +453,8 @@ def main():
                     logging.CRITICAL + 1
                 )
                 print_table(
-                    "channels_rs.RedisChannelLayer on Redis Cluster (no replicas; ratio: "
-                    "3 masters to one server)",
+                    "channels_rs.RedisChannelLayer on Redis Cluster (no replicas; "
+                    "ratio: 3 masters to one server)",
                     cluster_rows(server.url, options.quick),
                     ["1 master", "3 masters"],
                     ratio_to=-1,

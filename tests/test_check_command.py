@@ -29,6 +29,10 @@ def test_a_healthy_server(redis):
     assert "(standalone)" in output
     assert "PING median" in output and "20 pings" in output
     assert "ok: normal channel, process-local channel and group" in output
+    assert (
+        "event loop                   _UnixSelectorEventLoop, woken by eventfd"
+        in output
+    )
     assert "All checks passed" in output
     # It takes back everything it sent.
     assert b"channels-rs-check" not in command(redis.port, "KEYS", "*")
@@ -40,6 +44,13 @@ def test_a_cluster_from_the_environment(cluster):
     code, output = check(env=env)
     assert code == 0, output
     assert "(cluster)" in output and "All checks passed" in output
+
+
+def test_the_way_the_loop_is_woken_is_the_one_forced(redis):
+    env = {**os.environ, "CHANNELS_RS_WAKEUP": "call_soon_threadsafe"}
+    code, output = check(redis.url, env=env)
+    assert code == 0, output
+    assert "woken by call_soon_threadsafe" in output
 
 
 def test_nothing_listening():

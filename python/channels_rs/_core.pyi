@@ -2,7 +2,9 @@
 
 import asyncio
 import re
-from typing import Any, Literal, NotRequired, Self, TypedDict, final, type_check_only
+from typing import Any, Literal, TypedDict, final, type_check_only
+
+from typing_extensions import NotRequired, Self
 
 __all__ = [
     "Bridge",

@@ -1,16 +1,27 @@
 """What the layers share on the Python side."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from channels.layers import BaseChannelLayer
 
 from . import _core
 from .hosts import host_specs
+from .types import Hosts, Message
+
+if TYPE_CHECKING:
+    from ._core import HostSpec, MemoryCore, PubSubCore, RedisCore
 
 
 class CoreLayer(BaseChannelLayer):
     """A layer whose Rust core's receive() returns a queued message at once,
     or a future of the next one."""
 
-    async def receive(self, channel):
+    _core: MemoryCore | RedisCore | PubSubCore
+
+    async def receive(self, channel: str) -> Message:
         """The next message on ``channel``, waiting for one if none is queued."""
         waiter = self._core.receive(channel)
         if isinstance(waiter, dict):
@@ -31,7 +42,15 @@ class RedisLayer(CoreLayer):
 
     extensions = ["groups", "flush"]
 
-    def _configure(self, hosts, prefix, keys, serializer_format, prefix_length, age):
+    def _configure(
+        self,
+        hosts: Hosts | None,
+        prefix: str,
+        keys: Sequence[str | bytes] | None,
+        serializer_format: str,
+        prefix_length: int,
+        age: float | None,
+    ) -> list[HostSpec]:
         """Checks and keeps the shared options; returns the host specs for the
         Rust core. `age` limits encrypted tokens' age in seconds (None: no limit)."""
         if not isinstance(prefix, str):
@@ -43,18 +62,20 @@ class RedisLayer(CoreLayer):
             raise ValueError(
                 "symmetric_encryption_keys must be a list of possible keys"
             )
-        keys = [k.encode() if isinstance(k, str) else k for k in keys or []]
-        self._serializer = _core.Serializer(serializer_format, keys, prefix_length, age)
+        encoded = [k.encode() if isinstance(k, str) else k for k in keys or []]
+        self._serializer = _core.Serializer(
+            serializer_format, encoded, prefix_length, age
+        )
         return specs
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         # Host names carry no user name or password.
         return (
             f"<{type(self).__name__} hosts={self._host_names} prefix={self.prefix!r}>"
         )
 
-    def serialize(self, message):
+    def serialize(self, message: Message) -> bytes:
         return self._serializer.serialize(message)
 
-    def deserialize(self, message):
+    def deserialize(self, message: bytes) -> Message:
         return self._serializer.deserialize(message)

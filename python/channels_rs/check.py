@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 
+from . import _core
 from .core import RedisChannelLayer
 
 PINGS = 20
@@ -134,6 +135,11 @@ async def check(urls, cluster, timeout):
         step(
             "scripts and messages",
             f"ok: normal channel, process-local channel and group in {took:.1f} ms",
+        )
+        event_loop = asyncio.get_running_loop()
+        step(
+            "event loop",
+            f"{type(event_loop).__name__}, woken by {_core.wakeup_of(event_loop)}",
         )
     except Exception as error:  # noqa: BLE001 - every failure is reported
         print(f"\nFAILED: {type(error).__name__}: {error}")

@@ -2,9 +2,12 @@
 ``channels_redis.core.RedisChannelLayer`` that keeps the same data in Redis."""
 
 import uuid
+from collections.abc import Sequence
+from re import Pattern
 
 from . import _core
 from .base import RedisLayer
+from .types import Hosts, Message
 
 
 class RedisChannelLayer(RedisLayer):
@@ -13,22 +16,25 @@ class RedisChannelLayer(RedisLayer):
 
     # Seconds one blocking pop waits before it is issued again.
     brpop_timeout = 5
+    _core: _core.RedisCore
 
     def __init__(
         self,
-        hosts=None,
-        prefix="asgi",
-        expiry=60,
-        group_expiry=86400,
-        capacity=100,
-        channel_capacity=None,
-        symmetric_encryption_keys=None,
-        random_prefix_length=12,
-        serializer_format="msgpack",
-    ):
+        hosts: Hosts | None = None,
+        prefix: str = "asgi",
+        expiry: int = 60,
+        group_expiry: int = 86400,
+        capacity: int = 100,
+        channel_capacity: dict[str | Pattern[str], int] | None = None,
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        random_prefix_length: int = 12,
+        serializer_format: str = "msgpack",
+    ) -> None:
         super().__init__(expiry=expiry, capacity=capacity)
         self.group_expiry = group_expiry
-        self.channel_capacity = self.compile_capacities(channel_capacity or {})
+        compiled = self.compile_capacities(channel_capacity or {})
+        # As channels' layers do; its stubs say this holds the dict given.
+        self.channel_capacity = compiled  # type: ignore[assignment]
         specs = self._configure(
             hosts,
             prefix,
@@ -45,57 +51,57 @@ class RedisChannelLayer(RedisLayer):
                 "expiry": expiry,
                 "group_expiry": group_expiry,
                 "capacity": capacity,
-                "channel_capacity": self.channel_capacity,
+                "channel_capacity": compiled,
                 "serializer": self._serializer,
                 "brpop_timeout": self.brpop_timeout,
             }
         )
 
     @property
-    def client_prefix(self):
+    def client_prefix(self) -> str:
         """What this process's new_channel() names carry: each process has its
         own, a forked child too, so none receives another's messages."""
         return self._core.client_prefix
 
-    async def send(self, channel, message):
+    async def send(self, channel: str, message: Message) -> None:
         """Send ``message`` to ``channel``; ChannelFull if it is at capacity."""
         await self._core.send(channel, message)
 
     # receive() is CoreLayer's (base.py), the same for every layer.
 
-    async def new_channel(self, prefix="specific"):
+    async def new_channel(self, prefix: str = "specific") -> str:
         """A new channel name that only this layer instance receives on."""
         return f"{prefix}.{self.client_prefix}!{uuid.uuid4().hex}"
 
-    async def flush(self):
+    async def flush(self) -> None:
         """Delete every key with this layer's prefix, on every shard."""
         await self._core.flush()
         self._core.close()
 
-    async def close_pools(self):
+    async def close_pools(self) -> None:
         """Close this process's connections; the next operation reconnects."""
         self._core.close()
 
-    async def group_add(self, group, channel):
+    async def group_add(self, group: str, channel: str) -> None:
         await self._core.group_add(group, channel)
 
-    async def group_discard(self, group, channel):
+    async def group_discard(self, group: str, channel: str) -> None:
         await self._core.group_discard(group, channel)
 
-    async def group_send(self, group, message):
+    async def group_send(self, group: str, message: Message) -> None:
         """Send ``message`` to every member of ``group``; full members miss it
         (logged at INFO on the ``channels_rs`` logger)."""
         await self._core.group_send(group, message)
 
-    def send_sync(self, channel, message):
+    def send_sync(self, channel: str, message: Message) -> None:
         """``send`` for plain sync code (views, signals, Celery tasks,
         management commands): no event loop, same errors."""
         self._core.send_sync(channel, message)
 
-    def group_send_sync(self, group, message):
+    def group_send_sync(self, group: str, message: Message) -> None:
         """``group_send`` for plain sync code: no event loop needed."""
         self._core.group_send_sync(group, message)
 
-    def _group_key(self, group):
+    def _group_key(self, group: str) -> bytes:
         """The Redis key of ``group``, as channels_redis names it."""
         return f"{self.prefix}:group:{group}".encode()

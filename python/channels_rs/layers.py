@@ -1,8 +1,12 @@
 """The in-memory channel layer, a drop-in for
 ``channels.layers.InMemoryChannelLayer`` with its state kept in Rust."""
 
+from re import Pattern
+from typing import Any
+
 from . import _core
 from .base import CoreLayer
+from .types import Message
 from .views import ChannelsView, GroupsView
 
 
@@ -12,15 +16,16 @@ class InMemoryChannelLayer(CoreLayer):
     and event loop of the process."""
 
     extensions = ["groups", "flush"]
+    _core: _core.MemoryCore
 
     def __init__(
         self,
-        expiry=60,
-        group_expiry=86400,
-        capacity=100,
-        channel_capacity=None,
-        **kwargs,
-    ):
+        expiry: int = 60,
+        group_expiry: int = 86400,
+        capacity: int = 100,
+        channel_capacity: dict[str | Pattern[str], int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(
             expiry=expiry,
             capacity=capacity,
@@ -29,39 +34,41 @@ class InMemoryChannelLayer(CoreLayer):
         )
         self.group_expiry = group_expiry
         # channels' own layer forgets this step and crashes on the first send.
-        self.channel_capacity = self.compile_capacities(self.channel_capacity)
+        compiled = self.compile_capacities(self.channel_capacity)
+        # Where channels keeps it; its stubs say this holds the dict given.
+        self.channel_capacity = compiled  # type: ignore[assignment]
         self._core = _core.MemoryCore(
             {
                 "expiry": expiry,
                 "group_expiry": group_expiry,
                 "capacity": capacity,
-                "channel_capacity": self.channel_capacity,
+                "channel_capacity": compiled,
             }
         )
         self.channels = ChannelsView(self._core)
         self.groups = GroupsView(self._core)
 
-    async def send(self, channel, message):
+    async def send(self, channel: str, message: Message) -> None:
         """Queue a copy of ``message`` on ``channel``; ChannelFull if it is full."""
         self._core.send(channel, message)
 
-    async def new_channel(self, prefix="specific."):
+    async def new_channel(self, prefix: str = "specific.") -> str:
         """A new, unique channel name for this process to receive on."""
         return f"{prefix}.inmemory!{_core.random_letters(12)}"
 
-    async def group_add(self, group, channel):
+    async def group_add(self, group: str, channel: str) -> None:
         self._core.group_add(group, channel)
 
-    async def group_discard(self, group, channel):
+    async def group_discard(self, group: str, channel: str) -> None:
         self._core.group_discard(group, channel)
 
-    async def group_send(self, group, message):
+    async def group_send(self, group: str, message: Message) -> None:
         """Send a copy of ``message`` to every member; full members miss it."""
         self._core.group_send(group, message)
 
-    async def flush(self):
+    async def flush(self) -> None:
         """Drop every queued message and group."""
         self._core.flush()
 
-    async def close(self):
+    async def close(self) -> None:
         """Nothing to release: the layer holds no connections."""

@@ -3,9 +3,12 @@
 bytes on the same Redis pub/sub channels."""
 
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from . import _core
 from .base import RedisLayer
+from .types import Hosts, Message
 
 
 class RedisPubSubChannelLayer(RedisLayer):
@@ -20,18 +23,20 @@ class RedisPubSubChannelLayer(RedisLayer):
     every channel of this process gets ``{"type": ...}`` at those moments, so
     consumers can catch up on what was published in between."""
 
+    _core: _core.PubSubCore
+
     def __init__(
         self,
-        hosts=None,
-        prefix="asgi",
-        symmetric_encryption_keys=None,
-        serializer_format="msgpack",
-        on_disconnect=None,
-        on_reconnect=None,
-        capacity=100,
-        expiry=60,
-        **kwargs,
-    ):
+        hosts: Hosts | None = None,
+        prefix: str = "asgi",
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        serializer_format: str = "msgpack",
+        on_disconnect: str | None = None,
+        on_reconnect: str | None = None,
+        capacity: int = 100,
+        expiry: int = 60,
+        **kwargs: Any,
+    ) -> None:
         # channels_redis passes other options on and ignores them: so do we.
         super().__init__(expiry=expiry, capacity=capacity)
         self.on_disconnect = on_disconnect
@@ -52,39 +57,39 @@ class RedisPubSubChannelLayer(RedisLayer):
             }
         )
 
-    async def send(self, channel, message):
+    async def send(self, channel: str, message: Message) -> None:
         """Publish ``message`` to everyone subscribed to ``channel``."""
         await self._core.publish(channel, message)
 
-    async def new_channel(self, prefix="specific."):
+    async def new_channel(self, prefix: str = "specific.") -> str:
         """A new channel name, already subscribed to by this process."""
         channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
         await self._core.subscribe(channel)
         return channel
 
-    async def group_add(self, group, channel):
+    async def group_add(self, group: str, channel: str) -> None:
         """Add one of this process's channels to ``group`` (RuntimeError for
         a channel this process did not make or receive on)."""
         await self._core.group_add(group, channel)
 
-    async def group_discard(self, group, channel):
+    async def group_discard(self, group: str, channel: str) -> None:
         self._core.group_discard(group, channel)
 
-    async def group_send(self, group, message):
+    async def group_send(self, group: str, message: Message) -> None:
         """Publish ``message`` to every process with members in ``group``."""
         await self._core.group_publish(group, message)
 
-    def send_sync(self, channel, message):
+    def send_sync(self, channel: str, message: Message) -> None:
         """``send`` for plain sync code: no event loop needed."""
         self._core.publish_sync(channel, message)
 
-    def group_send_sync(self, group, message):
+    def group_send_sync(self, group: str, message: Message) -> None:
         """``group_send`` for plain sync code: no event loop needed."""
         self._core.group_publish_sync(group, message)
 
-    async def flush(self):
+    async def flush(self) -> None:
         """Forget this process's channels and groups, and unsubscribe."""
         await self._core.flush()
 
-    async def close_pools(self):
+    async def close_pools(self) -> None:
         """Nothing to close per event loop: connections belong to the layer."""

@@ -2,22 +2,24 @@
 hand: Redis when a URL is set, the in-memory layer otherwise."""
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 
-def _listed(environ, variable):
+def _listed(environ: Mapping[str, str], variable: str) -> list[str]:
     """The comma-separated, non-empty entries of `variable`."""
     entries = [entry.strip() for entry in environ.get(variable, "").split(",")]
     return [entry for entry in entries if entry]
 
 
 def layers_from_env(
-    environ=None,
+    environ: Mapping[str, str] | None = None,
     *,
-    url_variable="REDIS_URL",
-    cluster_variable="REDIS_CLUSTER_URL",
-    keys_variable="CHANNEL_LAYERS_ENCRYPTION_KEYS",
-    **config,
-):
+    url_variable: str = "REDIS_URL",
+    cluster_variable: str = "REDIS_CLUSTER_URL",
+    keys_variable: str = "CHANNEL_LAYERS_ENCRYPTION_KEYS",
+    **config: Any,
+) -> dict[str, dict[str, Any]]:
     """A CHANNEL_LAYERS dict for settings.py::
 
         from channels_rs.settings import layers_from_env
