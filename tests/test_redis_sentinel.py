@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
+from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer, layers_from_env
 from conftest import receive
 from redis_server import RedisServer, command, wait_for
 
@@ -73,6 +73,26 @@ async def test_through_a_sentinel_behind_a_password(watched, kind):
     assert await receive(layer, channel) == {"type": "via.sentinel"}
     if kind is RedisChannelLayer:
         assert ask(master, "EXISTS", "asgi:group:watched") == b":1\r\n"
+    await layer.flush()
+
+
+@pytest.mark.parametrize("backend", ["redis", "pubsub"])
+async def test_sentinel_settings_from_the_environment(watched, backend):
+    _, sentinel = watched
+    environ = {
+        "REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}",
+        "REDIS_PASSWORD": MASTER_PASSWORD,
+        "REDIS_SENTINEL_PASSWORD": SENTINEL_PASSWORD,
+        "CHANNEL_LAYERS_BACKEND": backend,
+    }
+    settings = layers_from_env(environ)["default"]
+    kind = {"redis": RedisChannelLayer, "pubsub": RedisPubSubChannelLayer}[backend]
+    assert settings["BACKEND"] == f"channels_rs.{kind.__name__}"
+    layer = kind(**settings["CONFIG"])
+    channel = await layer.new_channel()
+    await layer.group_add("from-env", channel)
+    await layer.group_send("from-env", {"type": "via.env.sentinel"})
+    assert await receive(layer, channel) == {"type": "via.env.sentinel"}
     await layer.flush()
 
 
