@@ -11,7 +11,7 @@ import uvloop
 
 from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
 from channels_rs._core import wakeup_of
-from conftest import receive
+from conftest import group_round_trip, receive
 from event_loops import NoReaderEventLoop
 
 WAKEUPS = ["eventfd", "pipe", "call_soon_threadsafe"]
@@ -66,13 +66,9 @@ def test_each_way_keeps_order_cancellation_and_pubsub(wakeup, redis, monkeypatch
             await layer.send(channel, {"type": "after.cancel"})
             assert await receive(layer, channel) == {"type": "after.cancel"}
         await layer.flush()
-        pubsub = RedisPubSubChannelLayer(hosts=[redis.url], prefix=f"wake-{wakeup}")
-        channel = await pubsub.new_channel()
-        waiting = asyncio.ensure_future(pubsub.receive(channel))
-        await asyncio.sleep(0.1)
-        await pubsub.send(channel, {"type": "published"})
-        assert await asyncio.wait_for(waiting, 5) == {"type": "published"}
-        await pubsub.flush()
+        await group_round_trip(
+            RedisPubSubChannelLayer(hosts=[redis.url], prefix=f"wake-{wakeup}")
+        )
 
     run(asyncio.SelectorEventLoop, work)
 

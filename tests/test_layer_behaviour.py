@@ -186,3 +186,54 @@ async def test_group_send_skips_full_members(queued, caplog):
             if "behaviour-crowd" in r.getMessage()
         ]
         assert lines == ["7 of 8 channels over capacity in group behaviour-crowd"]
+
+
+async def test_group_channels_and_size_follow_adds_discards_and_expiry(queued):
+    layer = queued(group_expiry=2)
+    normal, local = "behaviour-member", await layer.new_channel()
+    assert await layer.group_channels("behaviour-members") == []
+    assert await layer.group_size("behaviour-members") == 0
+    await layer.group_add("behaviour-members", normal)
+    await layer.group_add("behaviour-members", local)
+    await layer.group_add("behaviour-members", local)  # once, however often
+    assert sorted(await layer.group_channels("behaviour-members")) == sorted(
+        [normal, local]
+    )
+    assert await layer.group_size("behaviour-members") == 2
+    # The sync twins, from a thread with no event loop, as a view calls them.
+    assert sorted(
+        await asyncio.to_thread(layer.group_channels_sync, "behaviour-members")
+    ) == sorted([normal, local])
+    assert await asyncio.to_thread(layer.group_size_sync, "behaviour-members") == 2
+    await layer.group_discard("behaviour-members", normal)
+    assert await layer.group_channels("behaviour-members") == [local]
+    # A member that joined longer than group_expiry ago is no member. Redis
+    # counts expiry in whole seconds, as channels_redis does: hence 3.1 s.
+    await asyncio.sleep(1.5)
+    await layer.group_add("behaviour-members", normal)
+    await asyncio.sleep(1.6)
+    assert await layer.group_channels("behaviour-members") == [normal]
+    assert await layer.group_size("behaviour-members") == 1
+
+
+async def test_group_queries_refuse_invalid_names(queued):
+    layer = queued()
+    for bad in ["", "x" * 101, "bad name"]:
+        with pytest.raises(TypeError):
+            await layer.group_channels(bad)
+        with pytest.raises(TypeError):
+            layer.group_size_sync(bad)
+
+
+async def test_pubsub_says_why_it_cannot_list_a_group(request):
+    layer = make(request, "pubsub")
+    said = (
+        "^RedisPubSubChannelLayer cannot list a group's channels: membership "
+        "lives in each process's subscriptions"
+    )
+    with pytest.raises(NotImplementedError, match=said):
+        await layer.group_channels("behaviour-room")
+    with pytest.raises(NotImplementedError, match=said):
+        await layer.group_size("behaviour-room")
+    with pytest.raises(NotImplementedError, match=said):
+        layer.group_size_sync("behaviour-room")

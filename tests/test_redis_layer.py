@@ -476,3 +476,24 @@ def test_a_receive_left_on_a_closed_loop_loses_nothing(redis):
 
     assert asyncio.run(receive_again()) == {"type": "kept"}
     wait_for(lambda: keys(redis) == [], "its backup cleared")
+
+
+async def test_group_channels_reads_channels_redis_groups_and_writes_no_new_keys(
+    layer, redis
+):
+    upstream = UpstreamLayer(hosts=[redis.url])
+    await upstream.group_add("shared-room", "theirs")
+    await layer.group_add("shared-room", "ours")
+    assert keys(redis) == [b"asgi:group:shared-room"]
+    assert sorted(await layer.group_channels("shared-room")) == ["ours", "theirs"]
+    assert await layer.group_size("shared-room") == 2
+    assert layer.group_size_sync("shared-room") == 2
+    # A member whose score is older than group_expiry is left out, and
+    # removed from the sorted set, as channels_redis's group_send removes it.
+    command(redis.port, "ZADD", "asgi:group:shared-room", "1", "stale")
+    assert sorted(await layer.group_channels("shared-room")) == ["ours", "theirs"]
+    assert command(redis.port, "ZSCORE", "asgi:group:shared-room", "stale") == (
+        b"$-1\r\n"
+    )
+    assert keys(redis) == [b"asgi:group:shared-room"]
+    await upstream.flush()

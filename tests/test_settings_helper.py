@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer, layers_from_env
-from conftest import receive
+from conftest import group_round_trip, receive
 from redis_server import command
 
 MEMORY = "channels_rs.InMemoryChannelLayer"
@@ -190,13 +190,7 @@ async def test_the_pubsub_layer_by_variable_reaches_a_real_server(redis):
         "BACKEND": "channels_rs.RedisPubSubChannelLayer",
         "CONFIG": {"hosts": [redis.url]},
     }
-    layer = RedisPubSubChannelLayer(**settings["CONFIG"])
-    channel = await layer.new_channel()
-    waiting = asyncio.ensure_future(layer.receive(channel))
-    await asyncio.sleep(0.1)
-    await layer.send(channel, {"type": "published"})
-    assert await asyncio.wait_for(waiting, 5) == {"type": "published"}
-    await layer.flush()
+    await group_round_trip(RedisPubSubChannelLayer(**settings["CONFIG"]))
 
 
 def test_sentinels_with_master_name_and_passwords():

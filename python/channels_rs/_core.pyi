@@ -54,6 +54,8 @@ class MemoryCore:
         """Removes `channel` from `group`, if it is there."""
     def group_send(self, group: str, message: dict[str, Any]) -> None:
         """A copy of `message` to every member with room for it."""
+    def group_channels(self, group: str) -> list[str]:
+        """The members of `group` that joined within group_expiry."""
     def flush(self) -> None:
         """Forgets every channel, message and group."""
     def channel_names(self) -> list[str]:
@@ -144,6 +146,10 @@ class RedisCore:
         """A copy of `message` to every member with room for it."""
     def group_send_sync(self, group: str, message: dict[str, Any]) -> None:
         """`group_send` from code without an event loop."""
+    def group_channels(self, group: str) -> asyncio.Future[list[str]]:
+        """The members of `group` that joined within group_expiry."""
+    def group_channels_sync(self, group: str) -> list[str]:
+        """`group_channels` from code without an event loop."""
     def flush(self) -> asyncio.Future[None]:
         """Deletes every key with the layer's prefix, on every shard."""
     def server_report_sync(self, pings: int) -> list[tuple[str, str, list[float]]]:

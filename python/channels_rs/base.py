@@ -36,6 +36,22 @@ class CoreLayer(BaseChannelLayer):
         self._core.finish(channel, waiter, True)
         return message
 
+    async def group_channels(self, group: str) -> list[str]:
+        """The channels in ``group`` now, members past group_expiry left out."""
+        raise NotImplementedError
+
+    def group_channels_sync(self, group: str) -> list[str]:
+        """``group_channels`` for plain sync code: no event loop needed."""
+        raise NotImplementedError
+
+    async def group_size(self, group: str) -> int:
+        """How many channels ``group`` holds now."""
+        return len(await self.group_channels(group))
+
+    def group_size_sync(self, group: str) -> int:
+        """``group_size`` for plain sync code: no event loop needed."""
+        return len(self.group_channels_sync(group))
+
 
 class RedisLayer(CoreLayer):
     """What both Redis layers share: hosts, prefix, serializer, repr."""

@@ -93,6 +93,14 @@ class RedisChannelLayer(RedisLayer):
         (logged at INFO on the ``channels_rs`` logger)."""
         await self._core.group_send(group, message)
 
+    async def group_channels(self, group: str) -> list[str]:
+        """The channels in ``group`` now; members past group_expiry are left
+        out (and removed, as group_send removes them)."""
+        return await self._core.group_channels(group)
+
+    def group_channels_sync(self, group: str) -> list[str]:
+        return self._core.group_channels_sync(group)
+
     def send_sync(self, channel: str, message: Message) -> None:
         """``send`` for plain sync code (views, signals, Celery tasks,
         management commands): no event loop, same errors."""

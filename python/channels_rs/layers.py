@@ -66,6 +66,14 @@ class InMemoryChannelLayer(CoreLayer):
         """Send a copy of ``message`` to every member; full members miss it."""
         self._core.group_send(group, message)
 
+    async def group_channels(self, group: str) -> list[str]:
+        """The channels in ``group`` now; members past group_expiry are left
+        out (and removed, as group_send removes them)."""
+        return self._core.group_channels(group)
+
+    def group_channels_sync(self, group: str) -> list[str]:
+        return self._core.group_channels(group)
+
     async def flush(self) -> None:
         """Drop every queued message and group."""
         self._core.flush()

@@ -10,6 +10,13 @@ from . import _core
 from .base import RedisLayer
 from .types import Hosts, Message
 
+NO_MEMBERSHIP = (
+    "RedisPubSubChannelLayer cannot list a group's channels: membership lives "
+    "in each process's subscriptions, not in Redis, so no process sees "
+    "another's members. Use channels_rs.RedisChannelLayer for group_channels "
+    "and group_size."
+)
+
 
 class RedisPubSubChannelLayer(RedisLayer):
     """Channel layer on Redis pub/sub: every process subscribed to a name gets
@@ -78,6 +85,12 @@ class RedisPubSubChannelLayer(RedisLayer):
     async def group_send(self, group: str, message: Message) -> None:
         """Publish ``message`` to every process with members in ``group``."""
         await self._core.group_publish(group, message)
+
+    async def group_channels(self, group: str) -> list[str]:
+        raise NotImplementedError(NO_MEMBERSHIP)
+
+    def group_channels_sync(self, group: str) -> list[str]:
+        raise NotImplementedError(NO_MEMBERSHIP)
 
     def send_sync(self, channel: str, message: Message) -> None:
         """``send`` for plain sync code: no event loop needed."""

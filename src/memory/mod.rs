@@ -156,6 +156,17 @@ impl MemoryCore {
     fn lock(&self) -> Guard<'_, State> {
         self.shared.lock()
     }
+
+    /// The members of `group` that joined within group_expiry, after
+    /// expired messages are dropped; older members leave the group.
+    fn live_members(&self, group: &str) -> Vec<String> {
+        let now = Instant::now();
+        let joined_after = unix_now() - self.shared.group_expiry;
+        self.shared.with_state(|state, dropped| {
+            state.expire(now, dropped);
+            state.group_members(group, joined_after)
+        })
+    }
 }
 
 /// InMemoryChannelLayer's options, under their names in CONFIG
@@ -300,19 +311,20 @@ impl MemoryCore {
         let message = errors::require_dict(message)?;
         let group = names::group(py, group)?;
         errors::require_no_reply_channel(message)?;
-        let now = Instant::now();
-        let joined_after = unix_now() - self.shared.group_expiry;
-        let members = self.shared.with_state(|state, dropped| {
-            state.expire(now, dropped);
-            state.group_members(&group, joined_after)
-        });
-        for member in members {
+        for member in self.live_members(&group) {
             let capacity = self.shared.capacities.of(py, &member)?;
             let copy = copy::deep_copy(message)?.unbind();
             // A full member misses this message, as in channels.
             let _missed = self.shared.deliver(py, &member, copy, capacity, false)?;
         }
         Ok(())
+    }
+
+    /// The channels in `group` now: members that joined longer than
+    /// group_expiry ago are left out (and dropped), in no set order.
+    fn group_channels(&self, py: Python<'_>, group: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+        let group = names::group(py, group)?;
+        Ok(self.live_members(&group))
     }
 
     fn flush(&self) {

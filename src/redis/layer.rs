@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyAssertionError;
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 use tokio::sync::oneshot;
 
 use super::backup::{Receipt, Settled};
@@ -230,6 +231,26 @@ impl RedisCore {
         block(py, self.group_send_work(py, group, message)?)
     }
 
+    /// The channels in `group` now, members past group_expiry left out.
+    fn group_channels<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        spawn(py, self.members_work(py, group)?, |py, members| {
+            Ok(PyList::new(py, members)?.into_any().unbind())
+        })
+    }
+
+    /// `group_channels` for plain sync code.
+    fn group_channels_sync(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<String>> {
+        block(py, self.members_work(py, group)?)
+    }
+
     /// This process's client prefix: a forked child gets its own.
     #[getter]
     fn client_prefix(&self) -> String {
@@ -281,6 +302,16 @@ impl RedisCore {
         let group = names::group(py, group)?;
         let channel = names::channel(py, channel)?;
         Ok((Arc::clone(&self.queues), group, channel))
+    }
+
+    fn members_work(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+    ) -> PyResult<Work<Vec<String>>> {
+        let group = names::group(py, group)?;
+        let queues = Arc::clone(&self.queues);
+        Ok(Box::pin(async move { queues.group_members(&group).await }))
     }
 
     fn send_work(
