@@ -4,6 +4,7 @@ dict of parts with a user name; valkey:// and valkeys:// wherever redis://
 and rediss:// go (an "address", cluster startup nodes, layers_from_env()
 and `python -m channels_rs check`). TLS options: test_redis_tls."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -134,3 +135,33 @@ async def test_a_user_name_and_password_in_parts(redis, user, kind):
     wrong = {**entry, "password": "not-it"}
     with pytest.raises(ConnectionError, match="(?i)auth"):
         await kind(hosts=[wrong]).send("hosts-refused", {"type": "x"})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_unknown_option_is_named_with_the_valid_ones(kind):
+    entry = {"address": "redis://localhost:6379", "sockt_timeout": 2}
+    with pytest.raises(ValueError) as raised:
+        kind(hosts=[entry])
+    message = str(raised.value)
+    assert message.startswith("unknown hosts option 'sockt_timeout'; valid ones: ")
+    assert "socket_timeout" in message and "max_connections" in message
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_redis_py_pool_options_are_accepted_and_named_once(redis, kind, caplog):
+    """Settings written for channels_redis (Azure guides set these) work
+    unchanged; one INFO line says which of their options do nothing here."""
+    entry = {
+        "address": redis.url,
+        "max_connections": 1000,
+        "retry_on_timeout": True,
+        "client_name": "web",
+    }
+    with caplog.at_level(logging.INFO, logger="channels_rs"):
+        layer = kind(hosts=[entry, {**entry, "address": redis.url}])
+    lines = [r.getMessage() for r in caplog.records if "mean nothing" in r.getMessage()]
+    assert lines == [
+        "hosts options that mean nothing to channels-rs, ignored: "
+        "client_name, max_connections, retry_on_timeout"
+    ]
+    await group_round_trip(layer)

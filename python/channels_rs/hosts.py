@@ -1,6 +1,7 @@
 """The ``hosts`` entries channels_redis accepts, turned into what the Rust
 core needs to reach each server."""
 
+import logging
 from ssl import CERT_NONE
 from urllib.parse import quote
 
@@ -14,6 +15,43 @@ CONNECTION_OPTIONS = (
 )
 
 
+# What a dict entry may name besides CONNECTION_OPTIONS: the server itself.
+SERVER_KEYS = (
+    "address",
+    "host",
+    "port",
+    "db",
+    "username",
+    "password",
+    "ssl",
+    "ssl_cert_reqs",
+    "sentinels",
+    "master_name",
+    "sentinel_kwargs",
+    "cluster",
+)
+# redis-py's connection-pool and client options, which channels_redis passes
+# on: settings written for it carry them, and here they mean nothing (one
+# multiplexed connection per server, no client-side retries or decoding).
+IGNORED_OPTIONS = (
+    "max_connections",
+    "retry_on_timeout",
+    "retry_on_error",
+    "retry",
+    "client_name",
+    "encoding",
+    "encoding_errors",
+    "decode_responses",
+    "single_connection_client",
+    "socket_keepalive",
+    "socket_keepalive_options",
+    "health_check_interval",
+    "ssl_check_hostname",
+)
+
+log = logging.getLogger("channels_rs")
+
+
 def host_specs(hosts):
     """What the Rust core needs to reach each ``hosts`` entry, from every form
     channels_redis accepts: URL strings, (host, port) pairs, dicts with an
@@ -24,14 +62,33 @@ def host_specs(hosts):
         raise ValueError(
             "You must pass a list of Redis hosts, even if there is only one."
         )
-    return [_host_spec(entry) for entry in hosts]
+    entries = [_entry(entry) for entry in hosts]
+    ignored = sorted({key for entry in entries for key in entry} & set(IGNORED_OPTIONS))
+    if ignored:
+        log.info(
+            "hosts options that mean nothing to channels-rs, ignored: %s",
+            ", ".join(ignored),
+        )
+    return [_host_spec(entry) for entry in entries]
+
+
+def _entry(entry):
+    """`entry` as a dict of redis-py style options, every key checked."""
+    if isinstance(entry, (tuple, list)):
+        return {"host": entry[0], "port": entry[1]}
+    if not isinstance(entry, dict):
+        return {"address": entry}
+    valid = (*SERVER_KEYS, *CONNECTION_OPTIONS, *IGNORED_OPTIONS)
+    unknown = [key for key in entry if key not in valid]
+    if unknown:
+        raise ValueError(
+            f"unknown hosts option {', '.join(map(repr, unknown))}; "
+            f"valid ones: {', '.join(sorted(valid))}"
+        )
+    return entry
 
 
 def _host_spec(entry):
-    if isinstance(entry, (tuple, list)):
-        entry = {"host": entry[0], "port": entry[1]}
-    elif not isinstance(entry, dict):
-        entry = {"address": entry}
     spec = {name: entry[name] for name in CONNECTION_OPTIONS if name in entry}
     if "cluster" in entry:
         # Startup nodes of a Redis Cluster; the rest is discovered.
