@@ -14,6 +14,7 @@ from channels_rs import (
     RedisPubSubChannelLayer,
     layers_from_env,
 )
+from channels_rs.health import check
 
 CHANNEL_LAYERS: dict[str, dict[str, Any]] = layers_from_env()
 
@@ -43,6 +44,16 @@ def from_a_view(layer: RedisChannelLayer | RedisPubSubChannelLayer) -> None:
     layer.send_sync("jobs", {"type": "job.start"})
     layer.group_send_sync("room", {"type": "chat.message"})
     async_to_sync(layer.group_send)("room", {"type": "chat.message"})
+
+
+async def who_is_in(layer: RedisChannelLayer | InMemoryChannelLayer) -> int:
+    members: list[str] = await layer.group_channels("room")
+    size: int = await layer.group_size("room")
+    return size + len(members) + layer.group_size_sync("room")
+
+
+def probe() -> bool:
+    return check("default", timeout=1.0)["status"] == "ok"
 
 
 async def misuses(layer: RedisChannelLayer) -> None:

@@ -6,7 +6,7 @@ from channels_rs import layers_from_env
 SECRET_KEY = "test-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
-INSTALLED_APPS = ["channels", "testproject"]
+INSTALLED_APPS = ["channels", "channels_rs", "testproject"]
 ROOT_URLCONF = "testproject.urls"
 ASGI_APPLICATION = "testproject.asgi.application"
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}

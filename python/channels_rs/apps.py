@@ -1,0 +1,14 @@
+"""The optional Django app: ``"channels_rs"`` in INSTALLED_APPS registers
+the CHANNEL_LAYERS system checks (``manage.py check``)."""
+
+from django.apps import AppConfig
+
+
+class ChannelsRsConfig(AppConfig):
+    name = "channels_rs"
+    verbose_name = "channels-rs"
+
+    def ready(self) -> None:
+        from . import checks
+
+        checks.register()
