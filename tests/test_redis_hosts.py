@@ -6,13 +6,15 @@ and `python -m channels_rs check`). TLS options: test_redis_tls."""
 
 import logging
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer, layers_from_env
-from conftest import group_round_trip, require_tls
+from conftest import group_round_trip, receive, require_tls
 from redis_server import Certificates, RedisServer, command
 
 KINDS = [RedisChannelLayer, RedisPubSubChannelLayer]
@@ -165,3 +167,37 @@ async def test_redis_py_pool_options_are_accepted_and_named_once(redis, kind, ca
         "client_name, max_connections, retry_on_timeout"
     ]
     await group_round_trip(layer)
+
+
+def keepalive_of_connections_to(port):
+    """SO_KEEPALIVE of each of this process's TCP connections to `port`."""
+    found = []
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            connection = socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:
+            continue
+        with connection:
+            try:
+                if connection.getpeername()[1] != port:
+                    continue
+            except (OSError, IndexError):
+                continue
+            on = connection.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            found.append(bool(on))
+    return found
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/fd").exists(), reason="lists descriptors in /proc/self/fd"
+)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("keepalive", [True, False])
+async def test_socket_keepalive_turns_on_tcp_keepalive(own_redis, kind, keepalive):
+    layer = kind(hosts=[{"address": own_redis.url, "socket_keepalive": keepalive}])
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "connect"})
+    assert await receive(layer, channel) == {"type": "connect"}
+    found = keepalive_of_connections_to(own_redis.port)
+    assert found and all(on is keepalive for on in found), found
+    await layer.flush()

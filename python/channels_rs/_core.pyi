@@ -104,6 +104,7 @@ class HostSpec(TypedDict):
     master_name: NotRequired[str]
     cluster: NotRequired[list[str]]
     socket_connect_timeout: NotRequired[float | None]
+    socket_keepalive: NotRequired[bool]
     socket_timeout: NotRequired[float | None]
     ssl_ca_certs: NotRequired[str | None]
     ssl_certfile: NotRequired[str | None]

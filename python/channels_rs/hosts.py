@@ -9,6 +9,7 @@ from urllib.parse import quote
 CONNECTION_OPTIONS = (
     "socket_connect_timeout",
     "socket_timeout",
+    "socket_keepalive",
     "ssl_ca_certs",
     "ssl_certfile",
     "ssl_keyfile",
@@ -43,7 +44,6 @@ IGNORED_OPTIONS = (
     "encoding_errors",
     "decode_responses",
     "single_connection_client",
-    "socket_keepalive",
     "socket_keepalive_options",
     "health_check_interval",
     "ssl_check_hostname",

@@ -6,6 +6,8 @@ use std::time::Duration;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use redis::cluster::ClusterClient;
+use redis::io::tcp::socket2::TcpKeepalive;
+use redis::io::tcp::TcpSettings;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
     ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult, TlsCertificates,
@@ -42,6 +44,20 @@ pub struct HostSpec {
     ssl_certfile: Option<String>,
     #[pyo3(item, default)]
     ssl_keyfile: Option<String>,
+    /// TCP keepalive probes, at the system's timings.
+    #[pyo3(item, default)]
+    socket_keepalive: bool,
+}
+
+/// How each connection's socket is set up.
+fn tcp_settings(spec: &HostSpec) -> TcpSettings {
+    // Small commands must leave at once, not wait for Nagle.
+    let settings = TcpSettings::default().set_nodelay(true);
+    if spec.socket_keepalive {
+        settings.set_keepalive(TcpKeepalive::new())
+    } else {
+        settings
+    }
 }
 
 /// The certificates a TLS connection trusts and presents, read from files.
@@ -82,8 +98,7 @@ fn bad(name: &str) -> impl Fn(RedisError) -> PyErr + '_ {
 }
 
 pub fn shard(spec: HostSpec) -> PyResult<Shard> {
-    // Small commands must leave at once, not wait for Nagle.
-    let nodelay = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    let tcp = tcp_settings(&spec);
     let info = spec
         .url
         .as_str()
@@ -92,19 +107,14 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
     let certificates = tls_certificates(&spec)?;
     let timeouts = timeouts(&spec)?;
     let source = if !spec.cluster.is_empty() {
-        cluster(
-            &spec,
-            info.set_tcp_settings(nodelay),
-            certificates,
-            timeouts,
-        )?
+        cluster(&spec, info.set_tcp_settings(tcp), certificates, timeouts)?
     } else if let Some(master) = &spec.master_name {
         let node = SentinelNodeConnectionInfo::default()
             .set_redis_connection_info(quiet(info).redis_settings().clone())
-            .set_tcp_settings(nodelay);
+            .set_tcp_settings(tcp);
         sentinel(&spec, master, node)?
     } else {
-        let client = client(info.set_tcp_settings(nodelay), &certificates);
+        let client = client(info.set_tcp_settings(tcp), &certificates);
         Source::Direct(Box::new(client.map_err(bad(&spec.name))?))
     };
     Ok(Shard::new(source, timeouts, spec.name))
