@@ -40,7 +40,7 @@ TEST_DEPS = [
 
 
 def install_package(session, *extra):
-    session.install(".", *extra)
+    session.install(".[prometheus]", *extra)
 
 
 # The server families the suite runs on, each in a run of its own: Debian's

@@ -12,6 +12,7 @@ mod names;
 mod process;
 mod redis;
 mod runtime;
+mod stats;
 
 use pyo3::prelude::*;
 

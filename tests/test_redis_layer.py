@@ -210,6 +210,7 @@ async def test_garbage_on_a_normal_channel_is_dropped_and_logged(layer, redis, c
     with caplog.at_level("ERROR", logger="channels_rs"):
         assert await receive(layer, "junk") == {"type": "good"}
     assert "cannot be read" in caplog.text
+    assert layer.stats()["dropped_unreadable"] == 1
 
 
 async def test_garbage_on_the_local_key_does_not_stop_the_pump(layer, redis, caplog):
@@ -222,6 +223,7 @@ async def test_garbage_on_the_local_key_does_not_stop_the_pump(layer, redis, cap
         await layer.send(channel, {"type": "after.garbage"})
         assert await waiting == {"type": "after.garbage"}
     assert "cannot be read" in caplog.text
+    assert layer.stats()["dropped_unreadable"] == 1
 
 
 async def test_routing_entry_is_removed_wherever_it_is(layer, redis):
@@ -316,6 +318,7 @@ async def test_wrong_encryption_key_drops_the_message_with_a_log(redis, caplog):
     with caplog.at_level("ERROR", logger="channels_rs"):
         assert await receive(reader, "secret") == {"type": "readable"}
     assert "could not be decrypted" in caplog.text
+    assert reader.stats()["dropped_unreadable"] == 1
     await reader.flush()
 
 

@@ -217,6 +217,10 @@ async def follow_a_failover(group, caplog, how, messages):
     ]
     for secret in (MASTER_PASSWORD, SENTINEL_PASSWORD):
         assert secret not in caplog.text
+    # The shared connection moved once; a kill may also count a lost one.
+    stats = layer.stats()
+    assert stats["failovers"] == 1
+    assert stats["reconnects"] >= 1
 
     normal = [await layer.receive("failover-normal") for _ in range(messages)]
     assert [m["n"] for m in normal] == list(range(messages))

@@ -56,6 +56,8 @@ class MemoryCore:
         """A copy of `message` to every member with room for it."""
     def group_channels(self, group: str) -> list[str]:
         """The members of `group` that joined within group_expiry."""
+    def stats(self) -> dict[str, int]:
+        """This process's counters and gauges (see docs/configuration.md)."""
     def flush(self) -> None:
         """Forgets every channel, message and group."""
     def channel_names(self) -> list[str]:
@@ -151,6 +153,8 @@ class RedisCore:
         """The members of `group` that joined within group_expiry."""
     def group_channels_sync(self, group: str) -> list[str]:
         """`group_channels` from code without an event loop."""
+    def stats(self) -> dict[str, int]:
+        """This process's counters and gauges (see docs/configuration.md)."""
     def flush(self) -> asyncio.Future[None]:
         """Deletes every key with the layer's prefix, on every shard."""
     def server_report_sync(self, pings: int) -> list[tuple[str, str, list[float]]]:
@@ -200,5 +204,7 @@ class PubSubCore:
         """Subscribes this process to `group` for `channel`."""
     def group_discard(self, group: str, channel: str) -> None:
         """Drops `channel` from `group`; the last one out unsubscribes."""
+    def stats(self) -> dict[str, int]:
+        """This process's counters and gauges (see docs/configuration.md)."""
     def flush(self) -> asyncio.Future[None]:
         """Unsubscribes from every channel and group of this process."""

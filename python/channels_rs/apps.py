@@ -1,5 +1,8 @@
 """The optional Django app: ``"channels_rs"`` in INSTALLED_APPS registers
-the CHANNEL_LAYERS system checks (``manage.py check``)."""
+the CHANNEL_LAYERS system checks (``manage.py check``), and, with
+prometheus_client installed, the layers' metrics."""
+
+import importlib.util
 
 from django.apps import AppConfig
 
@@ -12,3 +15,7 @@ class ChannelsRsConfig(AppConfig):
         from . import checks
 
         checks.register()
+        if importlib.util.find_spec("prometheus_client"):
+            from . import prometheus
+
+            prometheus.register()

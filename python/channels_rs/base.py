@@ -36,6 +36,13 @@ class CoreLayer(BaseChannelLayer):
         self._core.finish(channel, waiter, True)
         return message
 
+    def stats(self) -> dict[str, int]:
+        """This process's counters and gauges for the layer: messages sent,
+        received and delivered by group_send, drops by reason, ChannelFull
+        raised, reconnects, and the channels, groups and receives held now.
+        docs/configuration.md names each key."""
+        return self._core.stats()
+
     async def group_channels(self, group: str) -> list[str]:
         """The channels in ``group`` now, members past group_expiry left out."""
         raise NotImplementedError

@@ -24,6 +24,7 @@ use crate::clock::unix_now;
 use crate::errors;
 use crate::names;
 use crate::process::{Guard, PerProcess};
+use crate::stats::{stats_dict, Count, Reason, Stats};
 use state::{Delivery, Dropped, State, Waiter};
 
 struct Shared {
@@ -31,6 +32,7 @@ struct Shared {
     expiry: Duration,
     group_expiry: f64,
     capacities: Capacities,
+    stats: Stats,
 }
 
 fn is_done(future: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -44,11 +46,17 @@ impl Shared {
         self.state.lock()
     }
 
-    /// Runs `f` on the state; what it drops is released after the lock.
+    /// Runs `f` on the state; what it drops is released (and what expired
+    /// counted) after the lock.
     fn with_state<R>(&self, f: impl FnOnce(&mut State, &mut Dropped) -> R) -> R {
-        let mut dropped = Dropped::new();
+        let mut dropped = Dropped::default();
         let result = f(&mut self.lock(), &mut dropped);
-        drop(dropped);
+        let why = format!("not received within {} s", self.expiry.as_secs());
+        for (channel, count) in dropped.expired {
+            let place = format!("channel {channel}");
+            self.stats.dropped(Reason::Expired, &place, count, &why);
+        }
+        drop(dropped.objects);
         result
     }
 
@@ -199,6 +207,7 @@ impl MemoryCore {
             expiry: seconds("expiry", expiry)?,
             group_expiry,
             capacities: Capacities::new(unbounded_if_not_positive(capacity), patterns),
+            stats: Stats::default(),
         };
         Ok(MemoryCore {
             shared: Arc::new(shared),
@@ -216,9 +225,16 @@ impl MemoryCore {
         errors::require_no_reply_channel(message)?;
         let capacity = self.shared.capacities.of(py, &name)?;
         let copy = copy::deep_copy(message)?.unbind();
+        let stats = &self.shared.stats;
         match self.shared.deliver(py, &name, copy, capacity, false)? {
-            Ok(()) => Ok(()),
-            Err(_) => Err(errors::channel_full(py, &name)),
+            Ok(()) => {
+                stats.add(Count::Sent, 1);
+                Ok(())
+            }
+            Err(_) => {
+                stats.add(Count::ChannelFull, 1);
+                Err(errors::channel_full(py, &name))
+            }
         }
     }
 
@@ -236,6 +252,7 @@ impl MemoryCore {
             state.take(&name, now, dropped)
         });
         if let Some(message) = queued {
+            self.shared.stats.add(Count::Received, 1);
             return Ok(message.into_bound(py));
         }
         let event_loop = bridge::running_loop(py)?;
@@ -253,7 +270,11 @@ impl MemoryCore {
             }
             queued
         });
-        Ok(queued.map_or(future, |message| message.into_bound(py)))
+        let Some(message) = queued else {
+            return Ok(future);
+        };
+        self.shared.stats.add(Count::Received, 1);
+        Ok(message.into_bound(py))
     }
 
     /// After an await of a `receive` future: whether the message was
@@ -267,6 +288,7 @@ impl MemoryCore {
         taken: bool,
     ) -> PyResult<()> {
         if taken {
+            self.shared.stats.add(Count::Received, 1);
             return Ok(());
         }
         self.shared
@@ -311,12 +333,30 @@ impl MemoryCore {
         let message = errors::require_dict(message)?;
         let group = names::group(py, group)?;
         errors::require_no_reply_channel(message)?;
-        for member in self.live_members(&group) {
-            let capacity = self.shared.capacities.of(py, &member)?;
+        let members = self.live_members(&group);
+        let mut full = 0;
+        for member in &members {
+            let capacity = self.shared.capacities.of(py, member)?;
             let copy = copy::deep_copy(message)?.unbind();
             // A full member misses this message, as in channels.
-            let _missed = self.shared.deliver(py, &member, copy, capacity, false)?;
+            if self
+                .shared
+                .deliver(py, member, copy, capacity, false)?
+                .is_err()
+            {
+                full += 1;
+            }
         }
+        let stats = &self.shared.stats;
+        stats.add(Count::GroupSends, 1);
+        stats.add(Count::GroupDeliveries, (members.len() - full) as u64);
+        let why = format_args!("{full} of {} channels over capacity", members.len());
+        stats.dropped(
+            Reason::GroupFull,
+            &format!("group {group}"),
+            full as u64,
+            why,
+        );
         Ok(())
     }
 
@@ -325,6 +365,18 @@ impl MemoryCore {
     fn group_channels(&self, py: Python<'_>, group: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
         let group = names::group(py, group)?;
         Ok(self.live_members(&group))
+    }
+
+    /// The counters and gauges `layer.stats()` returns.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let state = self.lock();
+        let gauges = [
+            ("channels", state.channel_count()),
+            ("groups", state.group_count()),
+            ("waiting_receives", state.waiter_count()),
+        ];
+        drop(state);
+        stats_dict(py, &self.shared.stats, gauges)
     }
 
     fn flush(&self) {

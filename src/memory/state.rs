@@ -39,9 +39,15 @@ pub struct Waiter {
     pub thread: ThreadId,
 }
 
-/// Messages dropped under the lock, released after it (a message's last
-/// reference can run Python code, which must never run under the lock).
-pub type Dropped = Vec<Py<PyAny>>;
+/// What was dropped under the lock, released after it: objects (a
+/// message's last reference can run Python code, which must never run
+/// under the lock), and how many messages of which channels expired, to
+/// count and log.
+#[derive(Default)]
+pub struct Dropped {
+    pub objects: Vec<Py<PyAny>>,
+    pub expired: Vec<(String, u64)>,
+}
 
 /// Where `deliver` put a message.
 pub enum Delivery {
@@ -102,12 +108,11 @@ impl State {
     /// The oldest unexpired message of `name`, if any.
     pub fn take(&mut self, name: &str, now: Instant, out: &mut Dropped) -> Option<Py<PyAny>> {
         let channel = self.channels.get_mut(name)?;
-        let mut expired = false;
+        let before = out.objects.len();
         let mut found = None;
         while let Some((deadline, message)) = channel.queue.pop_front() {
             if deadline < now {
-                out.push(message);
-                expired = true;
+                out.objects.push(message);
             } else {
                 found = Some(message);
                 break;
@@ -116,7 +121,9 @@ impl State {
         if channel.is_idle() {
             self.channels.remove(name);
         }
-        if expired {
+        let expired = out.objects.len() - before;
+        if expired > 0 {
+            out.expired.push((name.to_owned(), expired as u64));
             self.leave_all_groups(name);
         }
         found
@@ -139,7 +146,7 @@ impl State {
                 .position(|waiter| waiter.future.is(future))
             {
                 if let Some(waiter) = channel.waiters.remove(at) {
-                    out.extend([waiter.future, waiter.event_loop]);
+                    out.objects.extend([waiter.future, waiter.event_loop]);
                 }
             }
             if channel.is_idle() {
@@ -175,9 +182,10 @@ impl State {
                 .front()
                 .is_some_and(|(deadline, _)| *deadline < now)
             {
-                out.extend(channel.queue.pop_front().map(|(_, message)| message));
+                out.objects
+                    .extend(channel.queue.pop_front().map(|(_, message)| message));
             }
-            let expired = channel.queue.len() < before;
+            let expired = before - channel.queue.len();
             let next = channel.queue.front().map(|(deadline, _)| *deadline);
             if channel.is_idle() {
                 self.channels.remove(&name);
@@ -185,8 +193,9 @@ impl State {
             if let Some(next) = next {
                 self.arm(&name, next);
             }
-            if expired {
+            if expired > 0 {
                 self.leave_all_groups(&name);
+                out.expired.push((name, expired as u64));
             }
         }
     }
@@ -248,7 +257,8 @@ impl State {
     /// Empties every queue and group. Receivers that are waiting keep waiting.
     pub fn flush(&mut self, out: &mut Dropped) {
         for channel in self.channels.values_mut() {
-            out.extend(channel.queue.drain(..).map(|(_, message)| message));
+            out.objects
+                .extend(channel.queue.drain(..).map(|(_, message)| message));
         }
         self.channels.retain(|_, channel| !channel.is_idle());
         self.groups.clear();
@@ -299,6 +309,10 @@ impl State {
         self.channels.len()
     }
 
+    pub fn waiter_count(&self) -> usize {
+        self.channels.values().map(|c| c.waiters.len()).sum()
+    }
+
     pub fn queued(&self, py: Python<'_>, name: &str) -> Option<Vec<Py<PyAny>>> {
         let channel = self.channels.get(name)?;
         Some(
@@ -313,7 +327,8 @@ impl State {
     /// Drops the queued messages of `name`; its waiting receivers stay.
     pub fn discard_queue(&mut self, name: &str, out: &mut Dropped) {
         if let Some(channel) = self.channels.get_mut(name) {
-            out.extend(channel.queue.drain(..).map(|(_, message)| message));
+            out.objects
+                .extend(channel.queue.drain(..).map(|(_, message)| message));
             if channel.is_idle() {
                 self.channels.remove(name);
             }
@@ -390,7 +405,7 @@ mod tests {
                 state.deliver("c", message(py, "zero"), later, 2, true),
                 Delivery::Queued
             ));
-            let mut out = Dropped::new();
+            let mut out = Dropped::default();
             let now = Instant::now();
             let got: Vec<_> = (0..4)
                 .map(|_| text(py, state.take("c", now, &mut out)))
@@ -404,7 +419,7 @@ mod tests {
                     None
                 ]
             );
-            assert!(out.is_empty());
+            assert!(out.objects.is_empty());
             assert_eq!(state.channel_count(), 0, "an empty channel is forgotten");
         });
     }
@@ -438,9 +453,9 @@ mod tests {
             state.group_add("g".into(), "fresh".into());
             state.deliver("old", message(py, "stale"), past, 10, false);
             state.deliver("fresh", message(py, "kept"), later, 10, false);
-            let mut out = Dropped::new();
+            let mut out = Dropped::default();
             state.expire(now, &mut out);
-            assert_eq!(out.len(), 1);
+            assert_eq!(out.objects.len(), 1);
             assert!(!state.has_channel("old"));
             assert_eq!(state.group_members("g", 0.0), ["fresh"]);
             assert_eq!(
@@ -463,12 +478,12 @@ mod tests {
                 false,
             );
             state.deliver("c", message(py, "kept"), later, 10, false);
-            let mut out = Dropped::new();
+            let mut out = Dropped::default();
             assert_eq!(
                 text(py, state.take("c", now, &mut out)).as_deref(),
                 Some("kept")
             );
-            assert_eq!(out.len(), 1);
+            assert_eq!(out.objects.len(), 1);
             assert!(state.group_members("g", 0.0).is_empty());
         });
     }
@@ -499,9 +514,9 @@ mod tests {
                     thread: std::thread::current().id(),
                 },
             );
-            let mut out = Dropped::new();
+            let mut out = Dropped::default();
             state.flush(&mut out);
-            assert_eq!(out.len(), 1);
+            assert_eq!(out.objects.len(), 1);
             assert_eq!(state.channel_names(), ["waiting"]);
             assert_eq!(state.group_count(), 0);
         });

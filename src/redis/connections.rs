@@ -22,6 +22,7 @@ use super::backoff::{paced, Outage};
 use super::failure::Failure;
 use super::sentinel::Watched;
 use crate::process::{renew, PerProcess};
+use crate::stats::{Count, Stats};
 
 /// Where a shard's connections come from.
 pub enum Source {
@@ -185,6 +186,9 @@ struct Connections {
     /// When making it last failed, and why: those who waited meanwhile
     /// fail with it rather than each try again in turn.
     connect_failed: Option<(Instant, RedisError)>,
+    /// The generation of a shared connection an error dropped: the next
+    /// one made is a reconnect (a failover, if to another master).
+    lost: Option<u64>,
     idle_blocking: Vec<Blocking>,
 }
 
@@ -195,16 +199,19 @@ pub struct Shard {
     pub name: String,
     /// Whether, and since when, the shard is out of reach.
     pub outage: Outage,
+    /// The layer's, where reconnects and failovers are counted.
+    pub stats: Arc<Stats>,
     state: PerProcess<Connections>,
 }
 
 impl Shard {
-    pub fn new(source: Source, timeouts: Timeouts, name: String) -> Self {
+    pub fn new(source: Source, timeouts: Timeouts, name: String, stats: Arc<Stats>) -> Self {
         Shard {
             source,
             timeouts,
             name,
             outage: Outage::default(),
+            stats,
             // The parent's sockets stay the parent's.
             state: PerProcess::new(Connections::default(), |c| renew(c, Connections::default())),
         }
@@ -349,7 +356,16 @@ impl Shard {
         }
         match self.connect(Some(self.timeouts.reply)).await {
             Ok((generation, connection)) => {
-                self.with_state(|state| state.shared = Some((generation, connection.clone())));
+                let replaced = self.with_state(|state| {
+                    let stale = state.shared.replace((generation, connection.clone()));
+                    state.lost.take().or(stale.map(|(old, _)| old))
+                });
+                if let Some(old) = replaced {
+                    self.stats.add(Count::Reconnects, 1);
+                    if old != generation {
+                        self.stats.add(Count::Failovers, 1);
+                    }
+                }
                 Ok(connection)
             }
             Err(err) => {
@@ -455,7 +471,11 @@ impl Shard {
 
     /// Forgets the shared connection after an error, so the next call reconnects.
     pub fn drop_shared(&self) {
-        self.with_state(|state| state.shared = None);
+        self.with_state(|state| {
+            if let Some((generation, _)) = state.shared.take() {
+                state.lost = Some(generation);
+            }
+        });
     }
 
     /// A connection of its own for a blocking pop; give it back with `release`.

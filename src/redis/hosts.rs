@@ -1,6 +1,7 @@
 //! The `hosts` entries of a layer, turned into shards: addresses, Sentinel,
 //! TLS certificates and timeouts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
@@ -15,6 +16,7 @@ use redis::{
 
 use super::connections::{client, quiet, Nodes, Shard, Source, Timeouts};
 use super::sentinel::Watched;
+use crate::stats::Stats;
 
 /// One `hosts` entry: its address and name as hosts.py worked them out.
 #[derive(FromPyObject)]
@@ -97,7 +99,8 @@ fn bad(name: &str) -> impl Fn(RedisError) -> PyErr + '_ {
     move |err| PyValueError::new_err(format!("bad Redis address {name}: {err}"))
 }
 
-pub fn shard(spec: HostSpec) -> PyResult<Shard> {
+/// The shard a hosts entry names; it counts on `stats`.
+pub fn shard(spec: HostSpec, stats: &Arc<Stats>) -> PyResult<Shard> {
     let tcp = tcp_settings(&spec);
     let info = spec
         .url
@@ -117,7 +120,7 @@ pub fn shard(spec: HostSpec) -> PyResult<Shard> {
         let client = client(info.set_tcp_settings(tcp), &certificates);
         Source::Direct(Box::new(client.map_err(bad(&spec.name))?))
     };
-    Ok(Shard::new(source, timeouts, spec.name))
+    Ok(Shard::new(source, timeouts, spec.name, Arc::clone(stats)))
 }
 
 /// A Redis Cluster from its startup nodes; `template` is the first of them.

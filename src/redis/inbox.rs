@@ -24,6 +24,7 @@ use crate::bridge::{self, Completion, Outcome, Queue, Settle};
 use crate::codec::Serializer;
 use crate::errors::REPLY_CHANNEL_KEY;
 use crate::names::non_local_name;
+use crate::stats::{Count, Losses, Reason, Stats};
 
 /// A message waiting in this process: still bytes, or already a dict that a
 /// cancelled receiver gave back.
@@ -51,14 +52,12 @@ impl Mailbox {
         self.buffer.is_empty() && self.waiters.is_empty()
     }
 
-    fn drop_expired(&mut self, oldest: Instant) {
+    /// How many expired messages it let go of.
+    fn drop_expired(&mut self, oldest: Instant) -> u64 {
+        let before = self.buffer.len();
         // Given-back messages go to the front with a newer time: look at all.
         self.buffer.retain(|(arrived, _)| *arrived >= oldest);
-    }
-
-    fn next(&mut self, oldest: Instant) -> Option<Buffered> {
-        self.drop_expired(oldest);
-        self.buffer.pop_front().map(|(_, message)| message)
+        (before - self.buffer.len()) as u64
     }
 }
 
@@ -99,10 +98,17 @@ pub struct Inbox {
     expiry: Duration,
     capacity: usize,
     serializer: Serializer,
+    /// The layer's: what this inbox delivers and drops is counted there.
+    pub stats: Arc<Stats>,
 }
 
 impl Inbox {
-    pub fn new(capacity: usize, expiry: Duration, serializer: Serializer) -> Self {
+    pub fn new(
+        capacity: usize,
+        expiry: Duration,
+        serializer: Serializer,
+        stats: Arc<Stats>,
+    ) -> Self {
         let mailboxes = Mailboxes {
             channels: HashMap::new(),
             waiting: HashMap::new(),
@@ -113,7 +119,14 @@ impl Inbox {
             expiry,
             capacity,
             serializer,
+            stats,
         }
+    }
+
+    /// How many channels hold messages or receivers, and how many receivers wait.
+    pub fn gauges(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.channels.len(), state.waiting.values().sum())
     }
 
     /// After its receiver gave up on `future`: stop waiting, and put back
@@ -132,18 +145,29 @@ impl Inbox {
 
     /// Drops what is buffered for `channel`.
     pub fn forget(&self, channel: &str) {
-        while self.take(channel).is_some() {}
+        let mut losses = Losses::default();
+        while self.take(channel, &mut losses).is_some() {}
+        self.stats.record(losses);
     }
 
     /// The next message of `channel`, or a future of it.
     pub fn receive<'py>(&self, py: Python<'py>, channel: &str) -> PyResult<Received<'py>> {
-        if let Some(buffered) = self.take(channel) {
-            return self.materialize(py, buffered).map(Received::Ready);
+        let mut losses = Losses::default();
+        let mut buffered = self.take(channel, &mut losses);
+        let mut waiting = None;
+        if buffered.is_none() {
+            let (future, queue) = bridge::pending(py)?;
+            buffered = self.wait(channel, future.clone().unbind(), queue, &mut losses);
+            waiting = Some(future);
         }
-        let (future, queue) = bridge::pending(py)?;
-        match self.wait(channel, future.clone().unbind(), queue) {
-            Some(buffered) => self.materialize(py, buffered).map(Received::Ready),
-            None => Ok(Received::Waiting(future)),
+        self.stats.record(losses);
+        match (buffered, waiting) {
+            (Some(buffered), _) => {
+                self.stats.add(Count::Received, 1);
+                self.materialize(py, buffered).map(Received::Ready)
+            }
+            (None, Some(future)) => Ok(Received::Waiting(future)),
+            (None, None) => unreachable!("a receive that found nothing waits"),
         }
     }
 
@@ -151,7 +175,10 @@ impl Inbox {
     /// buffers it (at the front if `front`: one a cancelled receiver gave
     /// back). A receiver cancelled before it took the message gives it back.
     pub fn deliver(self: &Arc<Self>, channel: String, message: Buffered, front: bool) {
-        let (future, queue, message) = match self.place(&channel, message, front) {
+        let mut losses = Losses::default();
+        let routed = self.place(&channel, message, front, &mut losses);
+        self.stats.record(losses);
+        let (future, queue, message) = match routed {
             Routed::Waiter(future, queue, message) => (future, queue, message),
             // One pushed out of a full buffer is freed here, out of the lock.
             Routed::Buffered(_released) => return,
@@ -220,11 +247,22 @@ impl Inbox {
         self.lock().waiting.contains_key(local_name)
     }
 
+    /// The oldest unexpired message of `channel`'s `mailbox`.
+    fn next(&self, channel: &str, mailbox: &mut Mailbox, losses: &mut Losses) -> Option<Buffered> {
+        self.expired(channel, mailbox.drop_expired(self.oldest()), losses);
+        mailbox.buffer.pop_front().map(|(_, message)| message)
+    }
+
+    fn expired(&self, channel: &str, count: u64, losses: &mut Losses) {
+        let why = format_args!("not received within {} s", self.expiry.as_secs());
+        losses.note(Reason::Expired, format!("channel {channel}"), count, why);
+    }
+
     /// The next buffered message of `channel`, if any.
-    fn take(&self, channel: &str) -> Option<Buffered> {
+    fn take(&self, channel: &str, losses: &mut Losses) -> Option<Buffered> {
         let channels = &mut self.lock().channels;
         let entry = channels.get_mut(channel)?;
-        let taken = entry.next(self.oldest());
+        let taken = self.next(channel, entry, losses);
         if entry.is_idle() {
             channels.remove(channel);
         }
@@ -232,10 +270,16 @@ impl Inbox {
     }
 
     /// Waits on `channel` unless a message arrived meanwhile (then returned).
-    fn wait(&self, channel: &str, future: Py<PyAny>, queue: Arc<Queue>) -> Option<Buffered> {
+    fn wait(
+        &self,
+        channel: &str,
+        future: Py<PyAny>,
+        queue: Arc<Queue>,
+        losses: &mut Losses,
+    ) -> Option<Buffered> {
         let mut state = self.lock();
         let entry = state.channels.entry(channel.to_owned()).or_default();
-        if let Some(buffered) = entry.next(self.oldest()) {
+        if let Some(buffered) = self.next(channel, entry, losses) {
             return Some(buffered);
         }
         entry.waiters.push_back(Receiver { future, queue });
@@ -266,9 +310,9 @@ impl Inbox {
     /// Gives `message` to the first waiter of `channel`, else buffers it
     /// (at the front if `front`), keeping at most `capacity`. A dropped
     /// message comes back to be released after the lock.
-    fn place(&self, channel: &str, message: Buffered, front: bool) -> Routed {
+    fn place(&self, channel: &str, message: Buffered, front: bool, losses: &mut Losses) -> Routed {
         let mut state = self.lock();
-        self.sweep(&mut state);
+        self.sweep(&mut state, losses);
         let entry = state.channels.entry(channel.to_owned()).or_default();
         if let Some(waiter) = entry.waiters.pop_front() {
             if entry.is_idle() {
@@ -291,19 +335,24 @@ impl Inbox {
         } else {
             entry.buffer.pop_front()
         };
+        let why = format_args!(
+            "not received, and this process buffers {} per channel",
+            self.capacity
+        );
+        losses.note(Reason::Capacity, format!("channel {channel}"), 1, why);
         Routed::Buffered(dropped.map(|(_, message)| message))
     }
 
     /// Once per expiry period: drops expired messages of every channel, and
     /// the channels left with nothing.
-    fn sweep(&self, state: &mut Mailboxes) {
+    fn sweep(&self, state: &mut Mailboxes, losses: &mut Losses) {
         if state.swept.elapsed() < self.expiry {
             return;
         }
         state.swept = Instant::now();
         let oldest = self.oldest();
-        state.channels.retain(|_, channel| {
-            channel.drop_expired(oldest);
+        state.channels.retain(|name, channel| {
+            self.expired(name, channel.drop_expired(oldest), losses);
             !channel.is_idle()
         });
     }

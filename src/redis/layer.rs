@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyAssertionError;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList};
 use tokio::sync::oneshot;
 
 use super::backup::{Receipt, Settled};
 use super::failure::Work;
 use super::hosts::{shard, HostSpec};
-use super::inbox::Received;
+use super::inbox::{Inbox, Received};
 use super::queues::{CapacityOf, ProcessState, Queues};
 use super::report::ShardReport;
 use super::ring::consistent_hash;
@@ -26,6 +26,7 @@ use crate::names;
 use crate::names::non_local_name;
 use crate::process::{renew, PerProcess};
 use crate::runtime;
+use crate::stats::{stats_dict, Count, Stats};
 
 #[pyclass(frozen, module = "channels_rs._core")]
 pub struct RedisCore {
@@ -67,7 +68,11 @@ impl RedisCore {
             serializer,
             brpop_timeout,
         } = options;
-        let shards = hosts.into_iter().map(shard).collect::<PyResult<Vec<_>>>()?;
+        let stats = Arc::new(Stats::default());
+        let shards = hosts
+            .into_iter()
+            .map(|spec| shard(spec, &stats))
+            .collect::<PyResult<Vec<_>>>()?;
         let has_patterns = !channel_capacity.is_empty();
         let non_negative = |value: i64| usize::try_from(value).unwrap_or(0);
         let patterns = channel_capacity
@@ -84,12 +89,18 @@ impl RedisCore {
             process: {
                 let (capacity, serializer) = (non_negative(capacity), serializer);
                 let expiry = Duration::from_secs_f64(expiry.max(0.0));
-                let fresh = move || ProcessState::new(capacity, expiry, serializer.clone());
+                let stats = Arc::clone(&stats);
+                let fresh = move || {
+                    let inbox =
+                        Inbox::new(capacity, expiry, serializer.clone(), Arc::clone(&stats));
+                    ProcessState::new(inbox)
+                };
                 PerProcess::new(fresh(), move |state| renew(state, fresh()))
             },
             next_send: AtomicUsize::new(0),
             next_receive: AtomicUsize::new(0),
             closed: tokio::sync::watch::Sender::new(false),
+            stats,
         };
         Ok(RedisCore {
             queues: Arc::new(queues),
@@ -160,6 +171,9 @@ impl RedisCore {
     /// After an await of a `receive` future: whether the message was
     /// `taken`. If not, stop waiting, and put back a message that arrived.
     fn finish(&self, channel: &str, future: &Bound<'_, PyAny>, taken: bool) -> PyResult<()> {
+        if taken {
+            self.queues.stats.add(Count::Received, 1);
+        }
         if channel.contains('!') {
             return if taken {
                 Ok(())
@@ -267,6 +281,20 @@ impl RedisCore {
     fn server_report_sync(&self, py: Python<'_>, pings: usize) -> PyResult<Vec<ShardReport>> {
         let queues = Arc::clone(&self.queues);
         block(py, Box::pin(async move { queues.report(pings).await }))
+    }
+
+    /// The counters and gauges `layer.stats()` returns.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let queues = &self.queues;
+        let process = queues.process();
+        let (channels, waiting) = process.inbox.gauges();
+        let gauges = [
+            ("channels", channels),
+            ("groups", process.joined.len()),
+            ("waiting_receives", waiting + process.receiving.len()),
+        ];
+        drop(process);
+        stats_dict(py, &queues.stats, gauges)
     }
 
     /// Drops this process's connections; the next operation reconnects.

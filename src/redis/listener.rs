@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::connections::{unreachable, within};
 use super::subscriptions::Subscriptions;
+use crate::stats::Count;
 
 pub enum Command {
     Subscribe(String, oneshot::Sender<Result<(), RedisError>>),
@@ -184,6 +185,7 @@ impl Listener {
             let layer = self.layer.upgrade()?;
             layer.shards[self.shard].outage.over(&session.name);
             if self.dropped {
+                layer.shards[self.shard].stats.add(Count::Reconnects, 1);
                 layer.notify(layer.on_reconnect.as_ref());
             }
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::failure::{Failure, Work};
 use super::hosts::{shard, HostSpec};
@@ -15,6 +16,7 @@ use super::subscriptions::{Subscribed, Subscriptions};
 use crate::bridge::{block, none, spawn};
 use crate::codec::Serializer;
 use crate::process::{renew, PerProcess};
+use crate::stats::{stats_dict, Count, Stats};
 use crate::{errors, names, runtime};
 
 /// RedisPubSubChannelLayer's options, under their names in CONFIG (`hosts`
@@ -49,12 +51,18 @@ impl PubSubCore {
             on_disconnect,
             on_reconnect,
         } = options;
-        let shards = hosts.into_iter().map(shard).collect::<PyResult<Vec<_>>>()?;
+        let stats = Arc::new(Stats::default());
+        let shards = hosts
+            .into_iter()
+            .map(|spec| shard(spec, &stats))
+            .collect::<PyResult<Vec<_>>>()?;
         let expiry = Duration::from_secs_f64(expiry.max(0.0));
         let state = {
-            let (count, serializer) = (shards.len(), serializer.clone());
-            let fresh =
-                move || Subscribed::new(count, Inbox::new(capacity, expiry, serializer.clone()));
+            let (count, serializer, stats) = (shards.len(), serializer.clone(), Arc::clone(&stats));
+            let fresh = move || {
+                let inbox = Inbox::new(capacity, expiry, serializer.clone(), Arc::clone(&stats));
+                Subscribed::new(count, inbox)
+            };
             PerProcess::new(fresh(), move |state| renew(state, fresh()))
         };
         let subscriptions = Subscriptions {
@@ -64,6 +72,7 @@ impl PubSubCore {
             state,
             on_disconnect,
             on_reconnect,
+            stats,
         };
         Ok(PubSubCore {
             subscriptions: Arc::new(subscriptions),
@@ -150,6 +159,7 @@ impl PubSubCore {
     /// the channel is unsubscribed and what was buffered for it dropped.
     fn finish(&self, channel: &str, future: &Bound<'_, PyAny>, taken: bool) {
         if taken {
+            self.subscriptions.stats.add(Count::Received, 1);
             return;
         }
         let subscriptions = &self.subscriptions;
@@ -211,6 +221,19 @@ impl PubSubCore {
         Ok(())
     }
 
+    /// The counters and gauges `layer.stats()` returns.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let subscriptions = &self.subscriptions;
+        let state = subscriptions.lock();
+        let gauges = [
+            ("channels", state.channels.len()),
+            ("groups", state.groups.len()),
+            ("waiting_receives", state.inbox.gauges().1),
+        ];
+        drop(state);
+        stats_dict(py, &subscriptions.stats, gauges)
+    }
+
     /// Forgets every channel and group of this process and unsubscribes;
     /// the future completes once Redis confirmed.
     fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -252,8 +275,15 @@ impl PubSubCore {
         };
         let body = self.subscriptions.serializer.encode(message, None)?;
         let subscriptions = Arc::clone(&self.subscriptions);
-        Ok(Box::pin(
-            async move { subscriptions.publish(name, body).await },
-        ))
+        let counted = if group {
+            Count::GroupSends
+        } else {
+            Count::Sent
+        };
+        Ok(Box::pin(async move {
+            subscriptions.publish(name, body).await?;
+            subscriptions.stats.add(counted, 1);
+            Ok(())
+        }))
     }
 }

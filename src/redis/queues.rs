@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -21,6 +20,7 @@ use crate::errors::REPLY_CHANNEL_KEY;
 use crate::names;
 use crate::names::non_local_name;
 use crate::process::{Guard, PerProcess};
+use crate::stats::{Count, Reason, Stats};
 
 /// Most messages the local pump takes per round trip.
 const POP_BATCH: usize = 100;
@@ -69,6 +69,7 @@ pub(super) struct Queues {
     pub(super) next_receive: AtomicUsize,
     /// Set when the Python layer is gone (see `RedisCore`'s drop).
     pub(super) closed: tokio::sync::watch::Sender<bool>,
+    pub(super) stats: Arc<Stats>,
 }
 
 /// What the layer holds for the process it runs in. A forked child starts
@@ -87,17 +88,21 @@ pub(super) struct ProcessState {
     /// Receives of normal channels under way, by the address of their
     /// future, until their receiver has taken the message or given up.
     pub(super) receiving: HashMap<usize, Arc<Receipt>>,
+    /// Group -> the channels this process added to it and has not
+    /// discarded, for `stats()`.
+    pub(super) joined: HashMap<String, HashSet<String>>,
 }
 
 impl ProcessState {
-    pub(super) fn new(capacity: usize, expiry: Duration, serializer: Serializer) -> Self {
+    pub(super) fn new(inbox: Inbox) -> Self {
         let client_prefix = names::client_prefix();
         ProcessState {
             client_suffix: format!(".{client_prefix}!"),
             client_prefix,
-            inbox: Arc::new(Inbox::new(capacity, expiry, serializer)),
+            inbox: Arc::new(inbox),
             pumps: HashSet::new(),
             receiving: HashMap::new(),
+            joined: HashMap::new(),
         }
     }
 }
@@ -140,8 +145,10 @@ impl Queues {
             .arg(member);
         let added: i64 = self.shards[shard].run(&invocation).await?;
         if added == 0 {
+            self.stats.add(Count::ChannelFull, 1);
             return Err(Failure::Full(channel));
         }
+        self.stats.add(Count::Sent, 1);
         Ok(())
     }
 
@@ -184,7 +191,9 @@ impl Queues {
                     }));
                 }
                 Err(problem) => {
-                    log::error!(target: "channels_rs", "dropped a message on {key} that cannot be read: {problem}");
+                    let why = format!("it cannot be read: {problem}");
+                    self.stats
+                        .dropped(Reason::Unreadable, &format!("key {key}"), 1, why);
                     if backed_up {
                         let backup = self.backup(from, key);
                         self.forget_backup(&backup, from, key, &member).await;
@@ -336,7 +345,7 @@ impl Queues {
                 Ok(members) => {
                     idle = members.is_empty();
                     for member in members {
-                        self.route(&inbox, member);
+                        self.route(&inbox, &key, member);
                     }
                 }
                 Err(failure) => {
@@ -373,17 +382,17 @@ impl Queues {
     }
 
     /// Hands a popped local message to its channels' receivers or buffers.
-    pub(super) fn route(&self, inbox: &Arc<Inbox>, member: Vec<u8>) {
+    pub(super) fn route(&self, inbox: &Arc<Inbox>, key: &str, member: Vec<u8>) {
+        let unreadable = |why: &dyn std::fmt::Display| {
+            let place = format!("key {key}");
+            self.stats.dropped(Reason::Unreadable, &place, 1, why);
+        };
         let opened = match self.serializer.open(&member) {
             Ok(opened) => opened,
-            Err(problem) => {
-                log::error!(target: "channels_rs", "dropped a message that cannot be read: {problem}");
-                return;
-            }
+            Err(problem) => return unreadable(&format_args!("it cannot be read: {problem}")),
         };
         let Some(channels) = opened.reply else {
-            log::error!(target: "channels_rs", "dropped a local message without {REPLY_CHANNEL_KEY}");
-            return;
+            return unreadable(&format_args!("a local message without {REPLY_CHANNEL_KEY}"));
         };
         let body = Arc::new(opened.body);
         for channel in channels {
@@ -402,16 +411,29 @@ impl Queues {
             .key(self.group_key(group))
             .arg(unix_now())
             .arg(self.group_expiry)
-            .arg(channel);
+            .arg(&channel);
         let _: redis::Value = self.shards[shard].run(&invocation).await?;
+        let mut process = self.process();
+        process
+            .joined
+            .entry(group.to_owned())
+            .or_default()
+            .insert(channel);
         Ok(())
     }
 
     pub(super) async fn group_discard(&self, group: &str, channel: String) -> Result<(), Failure> {
         let shard = consistent_hash(group, self.shards.len());
         let mut command = redis::cmd("ZREM");
-        command.arg(self.group_key(group)).arg(channel);
+        command.arg(self.group_key(group)).arg(&channel);
         let _: i64 = self.shards[shard].run(&command).await?;
+        let mut process = self.process();
+        if let Some(members) = process.joined.get_mut(group) {
+            members.remove(&channel);
+            if members.is_empty() {
+                process.joined.remove(group);
+            }
+        }
         Ok(())
     }
 
@@ -479,7 +501,7 @@ impl Queues {
             .await?
             .into_iter()
             .sum();
-        log_full(full, members.len() as i64, &group);
+        self.delivered(&group, full, members.len() as i64);
         Ok(())
     }
 
@@ -525,8 +547,19 @@ impl Queues {
             .arg(prefix)
             .arg(body);
         let (full, members): (i64, i64) = self.shards[0].run(&invocation).await?;
-        log_full(full, members, group);
+        self.delivered(group, full, members);
         Ok(())
+    }
+
+    /// Counts a group_send to `members` channels, `full` of them skipped.
+    fn delivered(&self, group: &str, full: i64, members: i64) {
+        let (full, members) = (full.max(0) as u64, members.max(0) as u64);
+        self.stats.add(Count::GroupSends, 1);
+        self.stats
+            .add(Count::GroupDeliveries, members.saturating_sub(full));
+        let why = format_args!("{full} of {members} channels over capacity");
+        self.stats
+            .dropped(Reason::GroupFull, &format!("group {group}"), full, why);
     }
 
     pub(super) async fn flush(&self) -> Result<(), Failure> {
@@ -539,13 +572,6 @@ impl Queues {
             }
         }
         Ok(())
-    }
-}
-
-/// channels_redis's INFO line when group members were full.
-fn log_full(full: i64, members: i64, group: &str) {
-    if full > 0 {
-        log::info!(target: "channels_rs", "{full} of {members} channels over capacity in group {group}");
     }
 }
 

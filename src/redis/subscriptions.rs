@@ -27,6 +27,7 @@ use super::ring::consistent_hash;
 use crate::codec::Serializer;
 use crate::process::{Guard, PerProcess};
 use crate::runtime;
+use crate::stats::{Count, Reason, Stats};
 
 /// What the layer holds for the process it runs in; a forked child starts
 /// with none of the parent's subscriptions, buffers or tasks (see `process`).
@@ -63,6 +64,7 @@ pub struct Subscriptions {
     /// drops and when it is back.
     pub on_disconnect: Option<String>,
     pub on_reconnect: Option<String>,
+    pub stats: Arc<Stats>,
 }
 
 impl Subscriptions {
@@ -164,8 +166,9 @@ impl Subscriptions {
         let opened = match self.serializer.open(payload) {
             Ok(opened) => opened,
             Err(problem) => {
-                log::error!(target: "channels_rs", "dropped a message on {name} that cannot be read: {problem}");
-                return;
+                let why = format_args!("it cannot be read: {problem}");
+                let place = format!("channel {name}");
+                return self.stats.dropped(Reason::Unreadable, &place, 1, why);
             }
         };
         let (inbox, targets): (_, Vec<String>) = {
@@ -173,11 +176,15 @@ impl Subscriptions {
             let targets = if state.channels.contains(name) {
                 vec![name.to_owned()]
             } else if let Some(members) = state.groups.get(name) {
-                members
+                let members: Vec<String> = members
                     .iter()
                     .filter(|member| state.channels.contains(*member))
                     .cloned()
-                    .collect()
+                    .collect();
+                // Fanned out here, in each receiving process (see docs).
+                let fanned = members.len() as u64;
+                self.stats.add(Count::GroupDeliveries, fanned);
+                members
             } else {
                 Vec::new()
             };
