@@ -162,7 +162,7 @@ async def test_group_send_gives_members_their_pattern_capacity(queued):
 
 async def test_group_send_skips_full_members(queued, caplog):
     """Full members, normal and process-local of another prefix, miss the
-    message; the others get it; the Redis layers say so at INFO."""
+    message; the others get it; the layer says so at INFO and counts them."""
     layer = queued(capacity=1)
     full = [f"behaviour-full-{n}" for n in range(6)] + [
         await layer.new_channel(prefix="busy")
@@ -179,13 +179,13 @@ async def test_group_send_skips_full_members(queued, caplog):
         assert await receive(layer, member) == {"type": "first"}
         with pytest.raises(asyncio.TimeoutError):
             await receive(layer, member, timeout=0.05)
-    if isinstance(layer, RedisChannelLayer):
-        lines = [
-            r.getMessage()
-            for r in caplog.records
-            if "behaviour-crowd" in r.getMessage()
-        ]
-        assert lines == ["7 of 8 channels over capacity in group behaviour-crowd"]
+    lines = [
+        r.getMessage() for r in caplog.records if "behaviour-crowd" in r.getMessage()
+    ]
+    assert lines == [
+        "dropped 7 messages on group behaviour-crowd: 7 of 8 channels over capacity"
+    ]
+    assert layer.stats()["dropped_group_full"] == 7
 
 
 async def test_group_channels_and_size_follow_adds_discards_and_expiry(queued):

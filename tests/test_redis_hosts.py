@@ -4,6 +4,7 @@ dict of parts with a user name; valkey:// and valkeys:// wherever redis://
 and rediss:// go (an "address", cluster startup nodes, layers_from_env()
 and `python -m channels_rs check`). TLS options: test_redis_tls."""
 
+import asyncio
 import logging
 import os
 import socket
@@ -12,9 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tcp_proxy import SilencingProxy
 
 from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer, layers_from_env
-from conftest import group_round_trip, receive, require_tls
+from conftest import group_round_trip, publish_until_received, receive, require_tls
 from redis_server import Certificates, RedisServer, command
 
 KINDS = [RedisChannelLayer, RedisPubSubChannelLayer]
@@ -201,3 +203,55 @@ async def test_socket_keepalive_turns_on_tcp_keepalive(own_redis, kind, keepaliv
     found = keepalive_of_connections_to(own_redis.port)
     assert found and all(on is keepalive for on in found), found
     await layer.flush()
+
+
+@pytest.fixture
+def proxy(redis):
+    proxy = SilencingProxy(redis.port)
+    yield proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize("interval", [0.3, None])
+async def test_health_check_interval_replaces_a_silent_idle_connection(proxy, interval):
+    """A connection a firewall forgot answers nothing; with
+    health_check_interval the layer PINGs it after an idle spell, and sends
+    the command on a new connection instead of timing out on the old one."""
+    entry = {"address": proxy.url, "socket_timeout": 1}
+    if interval:
+        entry["health_check_interval"] = interval
+    layer = RedisChannelLayer(hosts=[entry], prefix="health")
+    await layer.send("idle", {"type": "first"})
+    proxy.silence()
+    await asyncio.sleep(0.5)
+    if interval:
+        await layer.send("idle", {"type": "second"})
+        assert [await receive(layer, "idle") for _ in range(2)] == [
+            {"type": "first"},
+            {"type": "second"},
+        ]
+        assert layer.stats()["reconnects"] == 1
+    else:
+        with pytest.raises(TimeoutError):
+            await layer.send("idle", {"type": "second"})
+    await layer.flush()
+
+
+async def test_health_check_interval_pings_a_quiet_subscriber(proxy):
+    """A pub/sub subscriber that stopped hearing is found by its PING and
+    subscribes again on a new connection."""
+    entry = {"address": proxy.url, "socket_timeout": 0.5, "health_check_interval": 0.3}
+    layer = RedisPubSubChannelLayer(hosts=[entry])
+    channel = await layer.new_channel()
+    # A healthy connection answers each PING and stays.
+    await asyncio.sleep(1)
+    assert layer.stats()["reconnects"] == 0
+    proxy.silence()
+    await publish_until_received(layer, channel, {"type": "heard"}, timeout=10)
+    assert layer.stats()["reconnects"] == 1
+    await layer.flush()
+
+
+def test_a_bad_health_check_interval_is_refused():
+    with pytest.raises(ValueError, match="health_check_interval must be a positive"):
+        RedisChannelLayer(hosts=[{"address": "redis://x", "health_check_interval": -1}])

@@ -107,6 +107,7 @@ class HostSpec(TypedDict):
     cluster: NotRequired[list[str]]
     socket_connect_timeout: NotRequired[float | None]
     socket_keepalive: NotRequired[bool]
+    health_check_interval: NotRequired[float | None]
     socket_timeout: NotRequired[float | None]
     ssl_ca_certs: NotRequired[str | None]
     ssl_certfile: NotRequired[str | None]

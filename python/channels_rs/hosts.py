@@ -10,6 +10,7 @@ CONNECTION_OPTIONS = (
     "socket_connect_timeout",
     "socket_timeout",
     "socket_keepalive",
+    "health_check_interval",
     "ssl_ca_certs",
     "ssl_certfile",
     "ssl_keyfile",
@@ -45,7 +46,6 @@ IGNORED_OPTIONS = (
     "decode_responses",
     "single_connection_client",
     "socket_keepalive_options",
-    "health_check_interval",
     "ssl_check_hostname",
 )
 

@@ -173,6 +173,9 @@ pub struct Blocking {
 pub struct Timeouts {
     pub connect: Duration,
     pub reply: Duration,
+    /// redis-py's `health_check_interval`: a connection idle this long is
+    /// PINGed before use, and a subscriber connection as often.
+    pub health_check: Option<Duration>,
 }
 
 /// This process's connections to a shard (see `process`).
@@ -180,6 +183,8 @@ pub struct Timeouts {
 struct Connections {
     /// With the generation of the master each was made to (see `sentinel`).
     shared: Option<(u64, Connection)>,
+    /// When the shared connection was last handed out.
+    used: Option<Instant>,
     /// Held while the shared connection is made, so that callers arriving
     /// together make one, not one each.
     connecting: Arc<tokio::sync::Mutex<()>>,
@@ -335,19 +340,20 @@ impl Shard {
         let kept = || {
             self.with_state(|state| match &state.shared {
                 Some((generation, connection)) if *generation == current => {
-                    Some(connection.clone())
+                    let idle = state.used.replace(Instant::now()).map(|at| at.elapsed());
+                    Some((connection.clone(), idle))
                 }
                 _ => None,
             })
         };
-        if let Some(connection) = kept() {
-            return Ok(connection);
+        if let Some((connection, idle)) = kept() {
+            return self.checked(connection, idle).await;
         }
         let asked = Instant::now();
         let connecting = self.with_state(|state| Arc::clone(&state.connecting));
         let _turn = connecting.lock().await;
         // Made, or failed, while this caller waited for its turn?
-        if let Some(connection) = kept() {
+        if let Some((connection, _)) = kept() {
             return Ok(connection);
         }
         let failed = self.with_state(|state| state.connect_failed.clone());
@@ -357,6 +363,7 @@ impl Shard {
         match self.connect(Some(self.timeouts.reply)).await {
             Ok((generation, connection)) => {
                 let replaced = self.with_state(|state| {
+                    state.used = Some(Instant::now());
                     let stale = state.shared.replace((generation, connection.clone()));
                     state.lost.take().or(stale.map(|(old, _)| old))
                 });
@@ -371,6 +378,32 @@ impl Shard {
             Err(err) => {
                 self.with_state(|state| state.connect_failed = Some((Instant::now(), err.clone())));
                 Err(err)
+            }
+        }
+    }
+
+    /// The shared `connection`, PINGed first if it was `idle` longer than
+    /// the health check interval; one that does not answer is replaced.
+    async fn checked(
+        &self,
+        mut connection: Connection,
+        idle: Option<Duration>,
+    ) -> RedisResult<Connection> {
+        let due = self
+            .timeouts
+            .health_check
+            .zip(idle)
+            .is_some_and(|(every, idle)| idle >= every);
+        if !due {
+            return Ok(connection);
+        }
+        let ping = redis::cmd("PING");
+        match within(self.timeouts.reply, ping.send::<Value>(&mut connection)).await {
+            Ok(_) => Ok(connection),
+            Err(err) => {
+                log::info!(target: "channels_rs", "Redis at {}: an idle connection did not answer PING, reconnecting: {err}", self.name);
+                self.drop_shared();
+                Box::pin(self.shared()).await
             }
         }
     }

@@ -49,6 +49,9 @@ pub struct HostSpec {
     /// TCP keepalive probes, at the system's timings.
     #[pyo3(item, default)]
     socket_keepalive: bool,
+    /// Seconds a connection may idle before a PING checks it; 0 is never.
+    #[pyo3(item, default)]
+    health_check_interval: Option<f64>,
 }
 
 /// How each connection's socket is set up.
@@ -193,8 +196,13 @@ fn timeouts(spec: &HostSpec) -> PyResult<Timeouts> {
             ))
         })
     };
+    let health_check = match spec.health_check_interval {
+        None | Some(0.0) => None,
+        every => Some(seconds("health_check_interval", every)?),
+    };
     Ok(Timeouts {
         connect: seconds("socket_connect_timeout", spec.socket_connect_timeout)?,
         reply: seconds("socket_timeout", spec.socket_timeout)?,
+        health_check,
     })
 }

@@ -41,6 +41,10 @@ struct Session {
     /// A pub/sub connection has no reply timeout of its own: a dead peer
     /// would hold the listener for ever.
     reply: Duration,
+    /// How long it may stay quiet before a PING checks it (see `serve`).
+    health_check: Option<Duration>,
+    /// When it last heard anything.
+    heard: tokio::time::Instant,
 }
 
 /// Why a session ended.
@@ -82,6 +86,8 @@ enum Event {
     Command(Command),
     /// A published message, or None once the connection closed.
     Message(Option<redis::Msg>),
+    /// Nothing for the health check interval.
+    Quiet,
 }
 
 impl Listener {
@@ -140,12 +146,13 @@ impl Listener {
 
     /// A new connection subscribed to `names`; else, after a pause, None.
     async fn connect(&mut self, names: &[String]) -> Option<Option<Session>> {
-        let (connected, name, reply) = {
+        let (connected, name, timeouts) = {
             let layer = self.layer.upgrade()?;
             let source = &layer.shards[self.shard];
             let connected = source.subscriber().await;
-            (connected, source.name.clone(), source.timeouts.reply)
+            (connected, source.name.clone(), source.timeouts)
         };
+        let reply = timeouts.reply;
         let err = match connected {
             Ok(pubsub) => {
                 let (mut sink, stream) = pubsub.split();
@@ -156,6 +163,8 @@ impl Listener {
                             stream,
                             name,
                             reply,
+                            health_check: timeouts.health_check,
+                            heard: tokio::time::Instant::now(),
                         };
                         return self
                             .back(&session, !names.is_empty())
@@ -194,12 +203,28 @@ impl Listener {
 
     /// Handles what comes next: a command or a message. None once the
     /// layer is gone.
+    ///
+    /// A connection that stays quiet for the health check interval is
+    /// PINGed: a peer that vanished without closing it (a firewall's idle
+    /// timeout) would otherwise leave every subscription deaf for ever.
     async fn serve(&mut self, session: &mut Session) -> Option<Option<Ended>> {
+        let quiet = async {
+            match session.health_check {
+                Some(every) => tokio::time::sleep_until(session.heard + every).await,
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
             command = self.commands.recv() => Event::Command(command?),
             message = session.stream.next() => Event::Message(message),
+            () = quiet => Event::Quiet,
         };
+        session.heard = tokio::time::Instant::now();
         match event {
+            Event::Quiet => {
+                let answered = within(session.reply, session.sink.ping::<redis::Value>()).await;
+                Some(answered.is_err().then_some(Ended::Lost))
+            }
             Event::Command(command) => Some(self.apply(session, command).await),
             Event::Message(None) => Some(Some(Ended::Lost)),
             Event::Message(Some(message)) => {
