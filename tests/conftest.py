@@ -1,10 +1,13 @@
 import asyncio
 import collections
+import json
 import os
 import time
 
 import channels.layers
+import channels_redis.serializers
 import pytest
+from channels_redis.serializers import BaseMessageSerializer
 
 import channels_rs
 import event_loops
@@ -129,13 +132,45 @@ async def until(check, what, timeout=10):
         await asyncio.sleep(0.01)
 
 
+class TaggedJSONSerializer(BaseMessageSerializer):
+    """A project's own serializer, registered with channels_redis's registry
+    as projects do: JSON that keeps tuples apart, behind a tag of its own."""
+
+    def as_bytes(self, message):
+        def tagged(value):
+            if isinstance(value, tuple):
+                return {"__tuple__": [tagged(v) for v in value]}
+            if isinstance(value, list):
+                return [tagged(v) for v in value]
+            if isinstance(value, dict):
+                return {k: tagged(v) for k, v in value.items()}
+            return value
+
+        return b"tagged:" + json.dumps(tagged(message)).encode()
+
+    def from_bytes(self, message):
+        if not message.startswith(b"tagged:"):
+            raise ValueError("not a tagged message")
+
+        def untagged(value):
+            if isinstance(value, dict) and set(value) == {"__tuple__"}:
+                return tuple(value["__tuple__"])
+            return value
+
+        return json.loads(message[len(b"tagged:") :], object_hook=untagged)
+
+
+channels_redis.serializers.registry.register_serializer("tagged", TaggedJSONSerializer)
+
 # Serializer settings interop tests run with, ours and channels_redis's alike.
 INTEROP_CONFIGS = [
     {},
     {"serializer_format": "json"},
     {"symmetric_encryption_keys": ["new-key", "old-key"]},
+    {"serializer_format": "tagged"},
+    {"serializer_format": "tagged", "symmetric_encryption_keys": ["new-key"]},
 ]
-INTEROP_IDS = ["msgpack", "json", "encrypted"]
+INTEROP_IDS = ["msgpack", "json", "encrypted", "custom", "custom-encrypted"]
 
 IN_MEMORY_LAYERS = {
     "rs": channels_rs.InMemoryChannelLayer,

@@ -9,7 +9,9 @@ import msgpack
 import pytest
 from channels_redis.serializers import registry
 
+from channels_rs import RedisChannelLayer, serializers
 from channels_rs._core import Serializer
+from conftest import TaggedJSONSerializer
 
 INTS = [
     0,
@@ -204,3 +206,64 @@ def test_garbage_bytes_never_crash_the_decoder():
             ours().deserialize(data)
         except ValueError:
             pass
+
+
+# Custom serializers: a class registered with channels_redis's registry
+# (conftest's "tagged"), or with ours.
+
+TAGGED = {"type": "x", "pair": (1, "two"), "text": "héllo"}
+
+
+def layer_with(**config):
+    return RedisChannelLayer(hosts=["redis://127.0.0.1:1"], **config)
+
+
+def test_a_registered_serializer_writes_channels_redis_bytes():
+    mine = layer_with(serializer_format="tagged", random_prefix_length=0)
+    assert mine.serialize(TAGGED) == theirs("tagged").serialize(TAGGED)
+    assert mine.serialize(TAGGED).startswith(b"tagged:")
+    # Its tuples survive, as msgpack's would not: the class did the work.
+    assert mine.deserialize(theirs("tagged").serialize(TAGGED)) == TAGGED
+
+
+def test_a_registered_serializer_keeps_prefix_and_encryption_its_own_way():
+    mine = layer_with(serializer_format="tagged", symmetric_encryption_keys=["k"])
+    upstream = theirs("tagged", keys=["k"], prefix=12)
+    stored = mine.serialize(TAGGED)
+    assert b"tagged" not in stored and b"two" not in stored
+    assert upstream.deserialize(stored) == TAGGED
+    assert mine.deserialize(upstream.serialize(TAGGED)) == TAGGED
+
+
+def test_our_registry_needs_no_channels_redis_registration():
+    class Upper:
+        def __init__(self, symmetric_encryption_keys, random_prefix_length, expiry):
+            self.made_with = (symmetric_encryption_keys, random_prefix_length, expiry)
+
+        def serialize(self, message):
+            return json.dumps(message).upper().encode()
+
+        def deserialize(self, data):
+            return json.loads(data.decode().lower())
+
+    serializers.registry.register_serializer("upper-json", Upper)
+    layer = layer_with(serializer_format="upper-json", expiry=30)
+    assert layer.serialize({"type": "x"}) == b'{"TYPE": "X"}'
+    assert layer.deserialize(b'{"TYPE": "X"}') == {"type": "x"}
+
+
+def test_registering_a_non_serializer_or_a_built_in_name_is_refused():
+    with pytest.raises(TypeError, match="needs serialize"):
+        serializers.registry.register_serializer("bad", dict)
+    with pytest.raises(ValueError, match="'json' is built in"):
+        serializers.registry.register_serializer("json", TaggedJSONSerializer)
+
+
+def test_an_unknown_format_says_how_to_register_one():
+    with pytest.raises(ValueError, match="unknown serializer_format 'yaml'.*register"):
+        layer_with(serializer_format="yaml")
+
+
+def test_a_custom_serializers_error_reaches_the_sender():
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        layer_with(serializer_format="tagged").serialize({"type": "x", "v": {1, 2}})

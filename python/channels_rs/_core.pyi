@@ -6,6 +6,8 @@ from typing import Any, Literal, TypedDict, final, type_check_only
 
 from typing_extensions import NotRequired, Self
 
+from .serializers import MessageSerializer
+
 __all__ = [
     "Bridge",
     "MemoryCore",
@@ -82,7 +84,8 @@ class MemoryCore:
 @final
 class Serializer:
     """Messages to the bytes Redis stores, and back: msgpack or json, with
-    an optional random prefix and Fernet encryption, as channels_redis."""
+    an optional random prefix and Fernet encryption, as channels_redis; or
+    through `custom`, a registered serializer object."""
 
     def __new__(
         cls,
@@ -90,6 +93,7 @@ class Serializer:
         keys: list[bytes],
         random_prefix_length: int,
         expiry: float | None,
+        custom: MessageSerializer | None = None,
     ) -> Self: ...
     def serialize(self, message: dict[str, Any]) -> bytes:
         """The bytes channels_redis would store for `message`."""

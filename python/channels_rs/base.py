@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from channels.layers import BaseChannelLayer
 
-from . import _core
+from . import _core, serializers
 from .hosts import host_specs
 from .types import Hosts, Message
 
@@ -85,10 +85,16 @@ class RedisLayer(CoreLayer):
             raise ValueError(
                 "symmetric_encryption_keys must be a list of possible keys"
             )
-        encoded = [k.encode() if isinstance(k, str) else k for k in keys or []]
-        self._serializer = _core.Serializer(
-            serializer_format, encoded, prefix_length, age
-        )
+        if serializer_format in serializers.BUILT_IN:
+            encoded = [k.encode() if isinstance(k, str) else k for k in keys or []]
+            self._serializer = _core.Serializer(
+                serializer_format, encoded, prefix_length, age
+            )
+        else:
+            custom = serializers.make(
+                serializer_format, list(keys or []), prefix_length, age
+            )
+            self._serializer = _core.Serializer(serializer_format, [], 0, None, custom)
         return specs
 
     def __repr__(self) -> str:

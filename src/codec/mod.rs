@@ -1,11 +1,17 @@
 //! Message bytes as channels_redis stores them: random prefix, then the
 //! msgpack (or json) body, Fernet-encrypted when keys are configured.
+//!
+//! Any other `serializer_format` is a Python serializer object from a
+//! registry (channels_redis's, or ours): it makes and reads the whole stored
+//! bytes, prefix and encryption included, so it runs with the GIL, and a
+//! received message is read twice (once to route it, once for its receiver).
 
 mod fernet;
 mod json;
 mod msgpack;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -20,6 +26,15 @@ use fernet::Fernet;
 enum Format {
     Msgpack,
     Json,
+    /// An object with `serialize(dict) -> bytes` and `deserialize(bytes)`.
+    Custom(Arc<Py<PyAny>>),
+}
+
+/// A group_send message before each copy is sealed: the plain body, or for
+/// a custom serializer the message itself.
+pub enum Body {
+    Plain(Vec<u8>),
+    Message(Py<PyDict>),
 }
 
 /// Turns messages into the bytes stored in Redis and back.
@@ -62,6 +77,16 @@ impl Serializer {
         reply: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<u8>> {
         let py = message.py();
+        if let Format::Custom(custom) = &self.format {
+            let message = match reply {
+                Some(reply) => with_reply(message, reply)?,
+                None => message.clone(),
+            };
+            return custom
+                .bind(py)
+                .call_method1("serialize", (message,))?
+                .extract();
+        }
         let mut out = self.random_prefix().map_err(PyOSError::new_err)?;
         let body_at = out.len();
         match (&self.format, reply) {
@@ -71,16 +96,13 @@ impl Serializer {
             }
             (Format::Json, _) => {
                 let message = match reply {
-                    Some(reply) => {
-                        let copy = message.copy()?;
-                        copy.set_item(REPLY_CHANNEL_KEY, reply)?;
-                        copy
-                    }
+                    Some(reply) => with_reply(message, reply)?,
                     None => message.clone(),
                 };
                 let text: String = json(py, "dumps")?.call1((message,))?.extract()?;
                 out.extend_from_slice(text.as_bytes());
             }
+            (Format::Custom(_), _) => unreachable!("serialized above"),
         }
         self.encrypt_after(&mut out, body_at)
             .map_err(PyOSError::new_err)?;
@@ -103,7 +125,7 @@ impl Serializer {
 
     /// The plain body of `message` (no prefix, not encrypted), to be sealed
     /// later, possibly with a reply entry added (see `seal`).
-    pub fn body(&self, message: &Bound<'_, PyDict>) -> PyResult<Vec<u8>> {
+    pub fn body(&self, message: &Bound<'_, PyDict>) -> PyResult<Body> {
         let mut out = Vec::new();
         match self.format {
             Format::Msgpack => msgpack::encode(message, &mut out)?,
@@ -111,19 +133,31 @@ impl Serializer {
                 let text: String = json(message.py(), "dumps")?.call1((message,))?.extract()?;
                 out.extend_from_slice(text.as_bytes());
             }
+            Format::Custom(_) => return Ok(Body::Message(message.clone().unbind())),
         }
-        Ok(out)
+        Ok(Body::Plain(out))
     }
 
     /// The stored form of a `body`, with `__asgi_channel__: [names]` added
     /// at the end: the same bytes as serializing the dict with that entry.
-    /// Needs no GIL.
-    pub fn seal(&self, body: &[u8], names: &[String]) -> Result<Vec<u8>, String> {
+    /// Needs no GIL, but for a custom serializer.
+    pub fn seal(&self, body: &Body, names: &[String]) -> Result<Vec<u8>, String> {
+        let body = match (body, &self.format) {
+            (Body::Plain(body), _) => body,
+            (Body::Message(message), _) => {
+                let sealed = Python::attach(|py| {
+                    let names = names.into_pyobject(py)?;
+                    self.encode(message.bind(py), Some(&names))
+                });
+                return sealed.map_err(|err| err.to_string());
+            }
+        };
         let mut out = self.random_prefix()?;
         let body_at = out.len();
         match self.format {
             Format::Msgpack => msgpack::append_entry(body, REPLY_CHANNEL_KEY, names, &mut out)?,
             Format::Json => json::append_entry(body, REPLY_CHANNEL_KEY, names, &mut out)?,
+            Format::Custom(_) => return Err("a custom serializer seals messages".into()),
         }
         self.encrypt_after(&mut out, body_at)?;
         Ok(out)
@@ -164,11 +198,13 @@ impl Serializer {
     /// finds the process-local channels it is for (`__asgi_channel__`).
     pub fn open(&self, bytes: &[u8]) -> Result<Opened, String> {
         let plaintext = self.plaintext(bytes)?;
-        let reply = match self.format {
+        let reply = match &self.format {
             Format::Msgpack => {
                 return msgpack::scan(&plaintext, REPLY_CHANNEL_KEY).map_err(|err| err.to_string())
             }
             Format::Json => json::scan(&plaintext, REPLY_CHANNEL_KEY)?,
+            Format::Custom(custom) => Python::attach(|py| custom_reply(custom.bind(py), bytes))
+                .map_err(|err| err.to_string())?,
         };
         // JSON keeps the entry: the receiver deletes it after decoding.
         Ok(Opened {
@@ -182,7 +218,7 @@ impl Serializer {
     /// comes back.
     pub fn notice(&self, message_type: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(message_type.len() + 16);
-        match self.format {
+        match &self.format {
             Format::Msgpack => {
                 out.push(0x81);
                 for text in ["type", message_type] {
@@ -194,15 +230,27 @@ impl Serializer {
                 json::string(message_type, &mut out);
                 out.push(b'}');
             }
+            Format::Custom(_) => {
+                let encoded = Python::attach(|py| {
+                    let notice = PyDict::new(py);
+                    notice.set_item("type", message_type)?;
+                    self.encode(&notice, None)
+                });
+                // Unreadable then, and counted as such where it is read.
+                return encoded.unwrap_or_default();
+            }
         }
         out
     }
 
     /// The Python message an opened body holds.
     pub fn read<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        match self.format {
+        match &self.format {
             Format::Msgpack => msgpack::decode(py, body),
             Format::Json => json(py, "loads")?.call1((PyBytes::new(py, body),)),
+            Format::Custom(custom) => custom
+                .bind(py)
+                .call_method1("deserialize", (PyBytes::new(py, body),)),
         }
     }
 
@@ -210,6 +258,31 @@ impl Serializer {
     pub fn decode<'py>(&self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         let body = self.plaintext(bytes).map_err(PyValueError::new_err)?;
         self.read(py, &body)
+    }
+}
+
+/// A copy of `message` with `__asgi_channel__: reply`.
+fn with_reply<'py>(
+    message: &Bound<'py, PyDict>,
+    reply: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let copy = message.copy()?;
+    copy.set_item(REPLY_CHANNEL_KEY, reply)?;
+    Ok(copy)
+}
+
+/// The process-local channels a custom serializer's `bytes` name: one
+/// (from send) or a list (from group_send).
+fn custom_reply(custom: &Bound<'_, PyAny>, bytes: &[u8]) -> PyResult<Option<Vec<String>>> {
+    let py = custom.py();
+    let message = custom.call_method1("deserialize", (PyBytes::new(py, bytes),))?;
+    let message = crate::errors::require_dict(&message)?;
+    let Some(reply) = message.get_item(REPLY_CHANNEL_KEY)? else {
+        return Ok(None);
+    };
+    match reply.extract::<String>() {
+        Ok(one) => Ok(Some(vec![one])),
+        Err(_) => reply.extract().map(Some),
     }
 }
 
@@ -223,14 +296,25 @@ pub struct Opened {
 
 #[pymethods]
 impl Serializer {
+    /// `custom`, when given, is the serializer object of a registered
+    /// format; it handles the keys, prefix and expiry itself.
     #[new]
-    #[pyo3(signature = (format, keys, random_prefix_length, expiry))]
+    #[pyo3(signature = (format, keys, random_prefix_length, expiry, custom=None))]
     fn new(
         format: &str,
         keys: Vec<Vec<u8>>,
         random_prefix_length: usize,
         expiry: Option<f64>,
+        custom: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
+        if let Some(custom) = custom {
+            return Ok(Serializer {
+                format: Format::Custom(Arc::new(custom)),
+                keys: Vec::new(),
+                prefix_length: 0,
+                max_age: None,
+            });
+        }
         let format = match format {
             "msgpack" => Format::Msgpack,
             "json" => Format::Json,

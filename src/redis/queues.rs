@@ -15,7 +15,7 @@ use super::inbox::{Buffered, Inbox};
 use super::ring::consistent_hash;
 use super::scripts;
 use crate::clock::unix_now;
-use crate::codec::Serializer;
+use crate::codec::{Body, Serializer};
 use crate::errors::REPLY_CHANNEL_KEY;
 use crate::names;
 use crate::names::non_local_name;
@@ -451,12 +451,13 @@ impl Queues {
     pub(super) async fn group_send(
         &self,
         group: String,
-        body: Vec<u8>,
+        body: Body,
         default_capacity: i64,
         capacity_of: Option<CapacityOf>,
     ) -> Result<(), Failure> {
         let one_server = self.shards.len() == 1 && !self.shards[0].is_cluster();
-        if capacity_of.is_none() && one_server && self.serializer.is_plain_msgpack() {
+        let one_script = capacity_of.is_none() && one_server && self.serializer.is_plain_msgpack();
+        if let (true, Body::Plain(body)) = (one_script, &body) {
             return self.group_send_all(&group, body, default_capacity).await;
         }
         let members = self.group_members(&group).await?;
@@ -532,7 +533,7 @@ impl Queues {
     pub(super) async fn group_send_all(
         &self,
         group: &str,
-        body: Vec<u8>,
+        body: &[u8],
         capacity: i64,
     ) -> Result<(), Failure> {
         let prefix = self.serializer.random_prefix().map_err(Failure::Data)?;
