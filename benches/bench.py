@@ -329,6 +329,95 @@ def cluster_rows(url, quick):
             cluster.stop()
 
 
+BULK = 100
+
+
+async def send_many(layer, batches, local, bulk):
+    """`batches` times BULK messages to one channel: send_bulk, or a loop of
+    send. Messages sent per second."""
+    channel = await layer.new_channel() if local else "bench-bulk"
+    messages = [{"type": "bench.message", "n": n} for n in range(BULK)]
+    elapsed = 0.0
+    for _ in range(batches):
+        start = time.perf_counter()
+        if bulk:
+            await layer.send_bulk(channel, messages)
+        else:
+            for message in messages:
+                await layer.send(channel, message)
+        elapsed += time.perf_counter() - start
+    return batches * BULK / elapsed
+
+
+async def group_send_groups(layer, groups, members, rounds, bulk):
+    """One message to each of `groups` groups of `members` members each:
+    group_send_many, or a loop of group_send. Group messages per second."""
+    names = [f"bench-groups-{n}" for n in range(groups)]
+    for name in names:
+        for _ in range(members):
+            await layer.group_add(name, await layer.new_channel())
+    message = {"type": "bench.message"}
+    start = time.perf_counter()
+    for _ in range(rounds):
+        if bulk:
+            await layer.group_send_many(names, message)
+        else:
+            for name in names:
+                await layer.group_send(name, message)
+    return rounds * groups / (time.perf_counter() - start)
+
+
+async def group_send_messages(layer, members, rounds, bulk):
+    """BULK messages to one group of `members`: group_send_bulk, or a loop of
+    group_send. Messages per second; members are drained between rounds."""
+    channels = [await layer.new_channel() for _ in range(members)]
+    for channel in channels:
+        await layer.group_add("bench-bulk-group", channel)
+    messages = [{"type": "bench.message", "n": n} for n in range(BULK)]
+    elapsed = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        if bulk:
+            await layer.group_send_bulk("bench-bulk-group", messages)
+        else:
+            for message in messages:
+                await layer.group_send("bench-bulk-group", message)
+        elapsed += time.perf_counter() - start
+        for channel in channels:
+            for _ in messages:
+                await layer.receive(channel)
+    return rounds * BULK / elapsed
+
+
+def bulk_rows(url, quick):
+    """(scenario, channels_rs bulk call, channels_rs loop, channels_redis
+    loop): bulk operations against a loop of single calls."""
+    from channels_redis.core import RedisChannelLayer as Upstream
+
+    scale = 5 if quick else 1
+    config = {"hosts": [url], "capacity": 100_000}
+    ours = [(channels_rs.RedisChannelLayer, config)]
+    theirs = [(Upstream, config)]
+
+    def three(scenario, *args):
+        return (
+            *measure(ours, scenario, *args, True),
+            *measure(ours, scenario, *args, False),
+            *measure(theirs, scenario, *args, False),
+        )
+
+    yield (f"{BULK} messages, normal channel", *three(send_many, 20 // scale, False))
+    yield (f"{BULK} messages, new_channel()", *three(send_many, 20 // scale, True))
+    yield (
+        f"{BULK} messages to a group of 20",
+        *three(group_send_messages, 20, 5 // scale or 1),
+    )
+    yield (
+        "1 message to 50 groups of 20",
+        *three(group_send_groups, 50, 20, 20 // scale),
+    )
+
+
 def sync_direct(layer, calls):
     """channels_rs's group_send_sync: plain sync code, no event loop."""
     async_to_sync(join_sync_group)(layer)
@@ -401,7 +490,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="less work, noisier")
     parser.add_argument(
         "--only",
-        choices=["memory", "redis", "wakeups"],
+        choices=["memory", "redis", "wakeups", "bulk"],
         help="one layer's tables, or only the bridge's ways to wake a loop",
     )
     parser.add_argument("--chart", metavar="PNG", help="also draw the tables here")
@@ -410,7 +499,7 @@ def main():
         f"Python {platform.python_version()}, channels {version('channels')}, "
         f"channels-rs {version('channels-rs')}, {platform.machine()}"
     )
-    if options.only not in ("redis", "wakeups"):
+    if options.only not in ("redis", "wakeups", "bulk"):
         print_table(
             "InMemoryChannelLayer (messages/s, median of 3; drain: 1 run)",
             in_memory_rows(options.quick),
@@ -426,6 +515,16 @@ def main():
                 f"channels_redis {version('channels-redis')}, "
                 f"redis-py {version('redis')}"
             )
+            if options.only in (None, "bulk"):
+                print_table(
+                    "Bulk operations on Redis (messages/s; for 50 groups, group "
+                    "messages/s; median of 3; ratio: bulk to a loop of our calls)",
+                    bulk_rows(server.url, options.quick),
+                    ["rs loop", "channels_redis"],
+                    first="rs bulk",
+                )
+            if options.only == "bulk":
+                return
             if options.only != "wakeups":
                 print_table(
                     "RedisChannelLayer (messages/s or calls/s, median of 3; "

@@ -63,3 +63,18 @@ pub fn require_no_reply_channel(message: &Bound<'_, PyDict>) -> PyResult<()> {
     }
     Ok(())
 }
+
+/// `messages` as dicts, none with a routing entry of its own: a bulk send
+/// checks them all before it sends any.
+pub fn require_messages<'a, 'py>(
+    messages: &'a [Bound<'py, PyAny>],
+) -> PyResult<Vec<&'a Bound<'py, PyDict>>> {
+    messages
+        .iter()
+        .map(|message| {
+            let message = require_dict(message)?;
+            require_no_reply_channel(message)?;
+            Ok(message)
+        })
+        .collect()
+}

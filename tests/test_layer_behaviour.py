@@ -8,6 +8,7 @@ import logging
 import re
 
 import pytest
+from channels.exceptions import ChannelFull
 
 from channels_rs import (
     InMemoryChannelLayer,
@@ -237,3 +238,59 @@ async def test_pubsub_says_why_it_cannot_list_a_group(request):
         await layer.group_size("behaviour-room")
     with pytest.raises(NotImplementedError, match=said):
         layer.group_size_sync("behaviour-room")
+
+
+# Bulk operations (channels_redis #399/#400): many messages to one channel or
+# group, or one message to many groups, in one round trip per shard.
+
+
+async def test_send_bulk_delivers_every_message_in_order(layer):
+    channel = await layer.new_channel()
+    messages = [{"type": "bulk", "n": n} for n in range(20)]
+    await layer.send_bulk(channel, iter(messages))
+    assert [await receive(layer, channel) for _ in messages] == messages
+    await layer.send_bulk(channel, [])
+
+
+async def test_group_send_bulk_gives_each_member_every_message_in_order(layer):
+    members = [await layer.new_channel() for _ in range(3)]
+    for member in members:
+        await layer.group_add("bulk-room", member)
+    messages = [{"type": "bulk", "n": n} for n in range(5)]
+    await layer.group_send_bulk("bulk-room", messages)
+    for member in members:
+        assert [await receive(layer, member) for _ in messages] == messages
+    assert layer.stats()["group_deliveries"] == 15
+
+
+async def test_group_send_many_is_a_group_send_to_each_group(layer):
+    first, second, both = [await layer.new_channel() for _ in range(3)]
+    for group, channel in [("g1", first), ("g2", second), ("g1", both), ("g2", both)]:
+        await layer.group_add(group, channel)
+    await layer.group_send_many(["g1", "g2", "empty"], {"type": "news"})
+    for channel in (first, second, both):
+        assert await receive(layer, channel) == {"type": "news"}
+    # As two group_send calls would: a member of both hears it twice.
+    assert await receive(layer, both) == {"type": "news"}
+    with pytest.raises(asyncio.TimeoutError):
+        await receive(layer, first, timeout=0.1)
+
+
+async def test_a_bad_message_in_a_bulk_send_sends_none(layer):
+    channel = await layer.new_channel()
+    with pytest.raises(TypeError, match="dict"):
+        await layer.send_bulk(channel, [{"type": "fine"}, "not a dict"])
+    with pytest.raises(TypeError, match="dict"):
+        await layer.group_send_many(["g"], "not a dict")
+    await layer.send(channel, {"type": "after"})
+    assert await receive(layer, channel) == {"type": "after"}
+
+
+async def test_send_bulk_is_all_or_nothing_at_capacity(queued):
+    layer = queued(capacity=3)
+    await layer.send_bulk("bulk-full", [{"type": "a"}, {"type": "b"}])
+    with pytest.raises(ChannelFull):
+        await layer.send_bulk("bulk-full", [{"type": "c"}, {"type": "d"}])
+    await layer.send_bulk("bulk-full", [{"type": "c"}])
+    got = [await receive(layer, "bulk-full") for _ in range(3)]
+    assert got == [{"type": "a"}, {"type": "b"}, {"type": "c"}]

@@ -86,6 +86,30 @@ async def test_groups_with_members_of_both(pair):
             assert got == ["from.python", "from.rust"]
 
 
+async def test_bulk_sends_reach_channels_redis_in_order(pair):
+    """send_bulk, group_send_bulk and group_send_many write what channels_redis
+    reads: to its process-local channels, a normal channel, and groups."""
+    ours, theirs = pair
+    local, other = await theirs.new_channel(), await theirs.new_channel()
+    messages = [{"type": "bulk", "n": n} for n in range(5)]
+    await ours.send_bulk(local, messages)
+    got = [await receive(theirs, local, SLOW) for _ in messages]
+    assert got == messages
+    if ours.ring_size == 1:
+        # One shard holds the bulk; channels_redis would wait 5 s on each
+        # other shard before it looked there.
+        await ours.send_bulk("interop-bulk", messages)
+        normal = [await receive(theirs, "interop-bulk", SLOW) for _ in messages]
+        assert normal == messages
+    await theirs.group_add("interop-bulk-a", local)
+    await theirs.group_add("interop-bulk-b", other)
+    await ours.group_send_bulk("interop-bulk-a", messages)
+    assert [await receive(theirs, local, SLOW) for _ in messages] == messages
+    await ours.group_send_many(["interop-bulk-a", "interop-bulk-b"], {"type": "all"})
+    for channel in (local, other):
+        assert await receive(theirs, channel, SLOW) == {"type": "all"}
+
+
 @pytest.mark.parametrize("flusher", ["ours", "theirs"])
 async def test_flush_from_either_side_deletes_the_same_keys(pair, flusher):
     ours, theirs = pair

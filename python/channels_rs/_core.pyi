@@ -58,6 +58,12 @@ class MemoryCore:
         """A copy of `message` to every member with room for it."""
     def group_channels(self, group: str) -> list[str]:
         """The members of `group` that joined within group_expiry."""
+    def send_bulk(self, channel: str, messages: list[dict[str, Any]]) -> None:
+        """Copies of all of `messages` queued on `channel`, or ChannelFull."""
+    def group_send_each(
+        self, groups: list[str], messages: list[dict[str, Any]]
+    ) -> None:
+        """Each of `messages` to every member of each of `groups`."""
     def stats(self) -> dict[str, int]:
         """This process's counters and gauges (see docs/configuration.md)."""
     def flush(self) -> None:
@@ -158,6 +164,18 @@ class RedisCore:
         """The members of `group` that joined within group_expiry."""
     def group_channels_sync(self, group: str) -> list[str]:
         """`group_channels` from code without an event loop."""
+    def send_bulk(
+        self, channel: str, messages: list[dict[str, Any]]
+    ) -> asyncio.Future[None]:
+        """All of `messages` to `channel` in one script, or ChannelFull."""
+    def group_send_bulk(
+        self, group: str, messages: list[dict[str, Any]]
+    ) -> asyncio.Future[None]:
+        """Each of `messages` to every member of `group` with room."""
+    def group_send_many(
+        self, groups: list[str], message: dict[str, Any]
+    ) -> asyncio.Future[None]:
+        """`message` to every member of each of `groups`."""
     def stats(self) -> dict[str, int]:
         """This process's counters and gauges (see docs/configuration.md)."""
     def flush(self) -> asyncio.Future[None]:
@@ -209,6 +227,10 @@ class PubSubCore:
         """Subscribes this process to `group` for `channel`."""
     def group_discard(self, group: str, channel: str) -> None:
         """Drops `channel` from `group`; the last one out unsubscribes."""
+    def publish_bulk(
+        self, targets: list[str], messages: list[dict[str, Any]], group: bool
+    ) -> asyncio.Future[None]:
+        """Each of `messages` to each of `targets`, in order, pipelined."""
     def stats(self) -> dict[str, int]:
         """This process's counters and gauges (see docs/configuration.md)."""
     def flush(self) -> asyncio.Future[None]:

@@ -2,7 +2,7 @@
 ``channels_redis.core.RedisChannelLayer`` that keeps the same data in Redis."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from re import Pattern
 
 from . import _core
@@ -92,6 +92,21 @@ class RedisChannelLayer(RedisLayer):
         """Send ``message`` to every member of ``group``; full members miss it
         (logged at INFO on the ``channels_rs`` logger)."""
         await self._core.group_send(group, message)
+
+    async def send_bulk(self, channel: str, messages: Iterable[Message]) -> None:
+        """Send ``messages`` to ``channel`` in one round trip, in order: all
+        of them, or ChannelFull (and none) if they would not all fit."""
+        await self._core.send_bulk(channel, list(messages))
+
+    async def group_send_bulk(self, group: str, messages: Iterable[Message]) -> None:
+        """Send ``messages`` to every member of ``group``, in order: a member
+        below capacity gets them all, a full one none."""
+        await self._core.group_send_bulk(group, list(messages))
+
+    async def group_send_many(self, groups: Iterable[str], message: Message) -> None:
+        """``group_send(group, message)`` for each of ``groups``, in two round
+        trips per shard."""
+        await self._core.group_send_many(list(groups), message)
 
     async def group_channels(self, group: str) -> list[str]:
         """The channels in ``group`` now; members past group_expiry are left

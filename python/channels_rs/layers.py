@@ -1,6 +1,7 @@
 """The in-memory channel layer, a drop-in for
 ``channels.layers.InMemoryChannelLayer`` with its state kept in Rust."""
 
+from collections.abc import Iterable
 from re import Pattern
 from typing import Any
 
@@ -55,6 +56,19 @@ class InMemoryChannelLayer(CoreLayer):
     async def new_channel(self, prefix: str = "specific.") -> str:
         """A new, unique channel name for this process to receive on."""
         return f"{prefix}.inmemory!{_core.random_letters(12)}"
+
+    async def send_bulk(self, channel: str, messages: Iterable[Message]) -> None:
+        """Queue copies of ``messages`` on ``channel`` in order: all of them,
+        or ChannelFull (and none) if they would not all fit."""
+        self._core.send_bulk(channel, list(messages))
+
+    async def group_send_bulk(self, group: str, messages: Iterable[Message]) -> None:
+        """``group_send`` of each of ``messages``, in order."""
+        self._core.group_send_each([group], list(messages))
+
+    async def group_send_many(self, groups: Iterable[str], message: Message) -> None:
+        """``group_send(group, message)`` for each of ``groups``."""
+        self._core.group_send_each(list(groups), [message])
 
     async def group_add(self, group: str, channel: str) -> None:
         self._core.group_add(group, channel)

@@ -3,7 +3,7 @@
 bytes on the same Redis pub/sub channels."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import _core
@@ -85,6 +85,18 @@ class RedisPubSubChannelLayer(RedisLayer):
     async def group_send(self, group: str, message: Message) -> None:
         """Publish ``message`` to every process with members in ``group``."""
         await self._core.group_publish(group, message)
+
+    async def send_bulk(self, channel: str, messages: Iterable[Message]) -> None:
+        """Publish ``messages`` to ``channel`` in order, in one round trip."""
+        await self._core.publish_bulk([channel], list(messages), False)
+
+    async def group_send_bulk(self, group: str, messages: Iterable[Message]) -> None:
+        """Publish ``messages`` to ``group`` in order, in one round trip."""
+        await self._core.publish_bulk([group], list(messages), True)
+
+    async def group_send_many(self, groups: Iterable[str], message: Message) -> None:
+        """Publish ``message`` to each of ``groups``: one round trip per shard."""
+        await self._core.publish_bulk(list(groups), [message], True)
 
     async def group_channels(self, group: str) -> list[str]:
         raise NotImplementedError(NO_MEMBERSHIP)

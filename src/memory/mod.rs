@@ -330,33 +330,69 @@ impl MemoryCore {
         group: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let message = errors::require_dict(message)?;
-        let group = names::group(py, group)?;
-        errors::require_no_reply_channel(message)?;
-        let members = self.live_members(&group);
-        let mut full = 0;
-        for member in &members {
-            let capacity = self.shared.capacities.of(py, member)?;
-            let copy = copy::deep_copy(message)?.unbind();
-            // A full member misses this message, as in channels.
-            if self
-                .shared
-                .deliver(py, member, copy, capacity, false)?
-                .is_err()
-            {
-                full += 1;
+        self.group_send_each(py, vec![group.clone()], vec![message.clone()])
+    }
+
+    /// Each of `messages`, in order, to every member of each of `groups`;
+    /// all are checked before any is sent.
+    fn group_send_each(
+        &self,
+        py: Python<'_>,
+        groups: Vec<Bound<'_, PyAny>>,
+        messages: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let messages = errors::require_messages(&messages)?;
+        let groups = groups
+            .iter()
+            .map(|group| names::group(py, group))
+            .collect::<PyResult<Vec<_>>>()?;
+        for group in groups {
+            let members = self.live_members(&group);
+            let mut full = 0;
+            for message in &messages {
+                for member in &members {
+                    let capacity = self.shared.capacities.of(py, member)?;
+                    let copy = copy::deep_copy(message)?.unbind();
+                    // A full member misses this message, as in channels.
+                    let delivered = self.shared.deliver(py, member, copy, capacity, false)?;
+                    full += usize::from(delivered.is_err());
+                }
             }
+            let stats = &self.shared.stats;
+            let sent = members.len() * messages.len();
+            stats.add(Count::GroupSends, messages.len() as u64);
+            stats.add(Count::GroupDeliveries, (sent - full) as u64);
+            let why = format_args!("{full} of {sent} channels over capacity");
+            let place = format!("group {group}");
+            stats.dropped(Reason::GroupFull, &place, full as u64, why);
         }
+        Ok(())
+    }
+
+    /// Copies of `messages` queued on `channel` in order: all, or ChannelFull
+    /// (and none) when they would not all fit.
+    fn send_bulk(
+        &self,
+        py: Python<'_>,
+        channel: &Bound<'_, PyAny>,
+        messages: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let copies = errors::require_messages(&messages)?
+            .into_iter()
+            .map(|message| Ok(copy::deep_copy(message)?.unbind()))
+            .collect::<PyResult<Vec<_>>>()?;
+        let name = names::channel(py, channel)?;
+        let capacity = self.shared.capacities.of(py, &name)?;
         let stats = &self.shared.stats;
-        stats.add(Count::GroupSends, 1);
-        stats.add(Count::GroupDeliveries, (members.len() - full) as u64);
-        let why = format_args!("{full} of {} channels over capacity", members.len());
-        stats.dropped(
-            Reason::GroupFull,
-            &format!("group {group}"),
-            full as u64,
-            why,
-        );
+        if self.lock().queued_count(&name) + copies.len() > capacity {
+            stats.add(Count::ChannelFull, 1);
+            return Err(errors::channel_full(py, &name));
+        }
+        stats.add(Count::Sent, copies.len() as u64);
+        for copy in copies {
+            // Room was made sure of above.
+            let _queued = self.shared.deliver(py, &name, copy, usize::MAX, false)?;
+        }
         Ok(())
     }
 

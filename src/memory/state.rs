@@ -309,6 +309,12 @@ impl State {
         self.channels.len()
     }
 
+    pub fn queued_count(&self, name: &str) -> usize {
+        self.channels
+            .get(name)
+            .map_or(0, |channel| channel.queue.len())
+    }
+
     pub fn waiter_count(&self) -> usize {
         self.channels.values().map(|c| c.waiters.len()).sum()
     }

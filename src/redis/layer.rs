@@ -116,7 +116,22 @@ impl RedisCore {
         channel: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        spawn(py, self.send_work(py, channel, message)?, none)
+        spawn(
+            py,
+            self.send_work(py, channel, std::slice::from_ref(message))?,
+            none,
+        )
+    }
+
+    /// Many messages to one channel in one round trip: all, or ChannelFull
+    /// when they would not all fit (channels_redis #400's `send_bulk`).
+    fn send_bulk<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &Bound<'py, PyAny>,
+        messages: Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        spawn(py, self.send_work(py, channel, &messages)?, none)
     }
 
     /// `send` for plain sync code: blocks this thread (not the GIL) until done.
@@ -126,7 +141,10 @@ impl RedisCore {
         channel: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        block(py, self.send_work(py, channel, message)?)
+        block(
+            py,
+            self.send_work(py, channel, std::slice::from_ref(message))?,
+        )
     }
 
     /// A message, or a future of one. Whoever awaits the future calls
@@ -232,7 +250,42 @@ impl RedisCore {
         group: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        spawn(py, self.group_send_work(py, group, message)?, none)
+        let work = self.group_send_work(
+            py,
+            std::slice::from_ref(group),
+            std::slice::from_ref(message),
+        )?;
+        spawn(py, work, none)
+    }
+
+    /// Many messages to every member of `group`: a member under capacity
+    /// gets them all (channels_redis #400's `group_send_bulk`).
+    fn group_send_bulk<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyAny>,
+        messages: Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        spawn(
+            py,
+            self.group_send_work(py, std::slice::from_ref(group), &messages)?,
+            none,
+        )
+    }
+
+    /// One message to every member of each of `groups`, as a group_send to
+    /// each would, in two round trips per shard.
+    fn group_send_many<'py>(
+        &self,
+        py: Python<'py>,
+        groups: Vec<Bound<'py, PyAny>>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        spawn(
+            py,
+            self.group_send_work(py, &groups, std::slice::from_ref(message))?,
+            none,
+        )
     }
 
     /// `group_send` for plain sync code: blocks this thread (not the GIL).
@@ -242,7 +295,14 @@ impl RedisCore {
         group: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        block(py, self.group_send_work(py, group, message)?)
+        block(
+            py,
+            self.group_send_work(
+                py,
+                std::slice::from_ref(group),
+                std::slice::from_ref(message),
+            )?,
+        )
     }
 
     /// The channels in `group` now, members past group_expiry left out.
@@ -342,53 +402,59 @@ impl RedisCore {
         Ok(Box::pin(async move { queues.group_members(&group).await }))
     }
 
+    /// Sends `messages` to `channel` in one script: all, or ChannelFull.
     fn send_work(
         &self,
         py: Python<'_>,
         channel: &Bound<'_, PyAny>,
-        message: &Bound<'_, PyAny>,
+        messages: &[Bound<'_, PyAny>],
     ) -> PyResult<Work<()>> {
-        let message = errors::require_dict(message)?;
+        let messages = errors::require_messages(messages)?;
         let name = names::channel(py, channel)?;
-        errors::require_no_reply_channel(message)?;
         let queues = &self.queues;
-        let (key, shard, member) = if name.contains('!') {
+        let local = name.contains('!');
+        let (key, shard) = if local {
             let queue_name = non_local_name(&name);
             let shard = consistent_hash(queue_name, queues.shards.len());
-            (
-                queues.key(queue_name),
-                shard,
-                queues.serializer.encode(message, Some(channel))?,
-            )
+            (queues.key(queue_name), shard)
         } else {
-            let shard = queues.round_robin(&queues.next_send);
-            (
-                queues.key(&name),
-                shard,
-                queues.serializer.encode(message, None)?,
-            )
+            (queues.key(&name), queues.round_robin(&queues.next_send))
         };
+        let reply = local.then_some(channel);
+        let members = messages
+            .iter()
+            .map(|message| queues.serializer.encode(message, reply))
+            .collect::<PyResult<_>>()?;
         let capacity = self.capacity_of(py, &name)?;
         let queues = Arc::clone(queues);
         Ok(Box::pin(async move {
-            queues.send(shard, key, member, capacity, name).await
+            queues.send(shard, key, members, capacity, name).await
         }))
     }
 
+    /// Sends each of `messages` to every member of each of `groups`.
     fn group_send_work(
         &self,
         py: Python<'_>,
-        group: &Bound<'_, PyAny>,
-        message: &Bound<'_, PyAny>,
+        groups: &[Bound<'_, PyAny>],
+        messages: &[Bound<'_, PyAny>],
     ) -> PyResult<Work<()>> {
-        let message = errors::require_dict(message)?;
-        let group = names::group(py, group)?;
-        errors::require_no_reply_channel(message)?;
-        let body = self.queues.serializer.body(message)?;
+        let messages = errors::require_messages(messages)?;
+        let groups = groups
+            .iter()
+            .map(|group| names::group(py, group))
+            .collect::<PyResult<Vec<_>>>()?;
+        let serializer = &self.queues.serializer;
+        let bodies = messages
+            .iter()
+            .map(|message| serializer.body(message))
+            .collect::<PyResult<_>>()?;
         let queues = Arc::clone(&self.queues);
         let (capacity, capacity_of) = (self.default_capacity, self.capacity_of_members());
         Ok(Box::pin(async move {
-            queues.group_send(group, body, capacity, capacity_of).await
+            queues
+                .group_send(groups, bodies, capacity, capacity_of)
+                .await
         }))
     }
 

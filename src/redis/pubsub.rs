@@ -101,7 +101,25 @@ impl PubSubCore {
         channel: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        spawn(py, self.publish_work(py, channel, message, false)?, none)
+        let work = self.publish_work(
+            py,
+            std::slice::from_ref(channel),
+            std::slice::from_ref(message),
+            false,
+        )?;
+        spawn(py, work, none)
+    }
+
+    /// Publishes `messages` to each of `targets`, channels or (if `group`)
+    /// groups, in order: one pipeline per shard.
+    fn publish_bulk<'py>(
+        &self,
+        py: Python<'py>,
+        targets: Vec<Bound<'py, PyAny>>,
+        messages: Vec<Bound<'py, PyAny>>,
+        group: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        spawn(py, self.publish_work(py, &targets, &messages, group)?, none)
     }
 
     fn publish_sync(
@@ -110,7 +128,15 @@ impl PubSubCore {
         channel: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        block(py, self.publish_work(py, channel, message, false)?)
+        block(
+            py,
+            self.publish_work(
+                py,
+                std::slice::from_ref(channel),
+                std::slice::from_ref(message),
+                false,
+            )?,
+        )
     }
 
     fn group_publish<'py>(
@@ -119,7 +145,13 @@ impl PubSubCore {
         group: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        spawn(py, self.publish_work(py, group, message, true)?, none)
+        let work = self.publish_work(
+            py,
+            std::slice::from_ref(group),
+            std::slice::from_ref(message),
+            true,
+        )?;
+        spawn(py, work, none)
     }
 
     fn group_publish_sync(
@@ -128,7 +160,15 @@ impl PubSubCore {
         group: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        block(py, self.publish_work(py, group, message, true)?)
+        block(
+            py,
+            self.publish_work(
+                py,
+                std::slice::from_ref(group),
+                std::slice::from_ref(message),
+                true,
+            )?,
+        )
     }
 
     /// A message, or a future of one. Subscribes to `channel` first if
@@ -260,29 +300,40 @@ impl PubSubCore {
 }
 
 impl PubSubCore {
+    /// Publishes each of `messages` to each of `targets` (channels, or
+    /// groups if `group`), in order, one pipeline per shard.
     fn publish_work(
         &self,
         py: Python<'_>,
-        target: &Bound<'_, PyAny>,
-        message: &Bound<'_, PyAny>,
+        targets: &[Bound<'_, PyAny>],
+        messages: &[Bound<'_, PyAny>],
         group: bool,
     ) -> PyResult<Work<()>> {
-        let message = errors::require_dict(message)?;
-        let name = if group {
-            self.subscriptions.group_name(&names::group(py, target)?)
-        } else {
-            names::channel(py, target)?
-        };
-        let body = self.subscriptions.serializer.encode(message, None)?;
+        let messages = messages
+            .iter()
+            .map(errors::require_dict)
+            .collect::<PyResult<Vec<_>>>()?;
         let subscriptions = Arc::clone(&self.subscriptions);
+        let names = targets
+            .iter()
+            .map(|target| match group {
+                true => Ok(subscriptions.group_name(&names::group(py, target)?)),
+                false => names::channel(py, target),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let bodies = messages
+            .iter()
+            .map(|message| subscriptions.serializer.encode(message, None))
+            .collect::<PyResult<Vec<_>>>()?;
         let counted = if group {
             Count::GroupSends
         } else {
             Count::Sent
         };
+        let published = (names.len() * bodies.len()) as u64;
         Ok(Box::pin(async move {
-            subscriptions.publish(name, body).await?;
-            subscriptions.stats.add(counted, 1);
+            subscriptions.publish(&names, &bodies).await?;
+            subscriptions.stats.add(counted, published);
             Ok(())
         }))
     }

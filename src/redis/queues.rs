@@ -128,27 +128,33 @@ impl Queues {
         counter.fetch_add(1, Ordering::Relaxed) % self.shards.len()
     }
 
+    /// Adds `members` to `key` in one script, all of them or (when they
+    /// would not all fit) none.
     pub(super) async fn send(
         &self,
         shard: usize,
         key: String,
-        member: Vec<u8>,
+        members: Vec<Vec<u8>>,
         capacity: i64,
         channel: String,
     ) -> Result<(), Failure> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let sent = members.len() as u64;
         let mut invocation = scripts::SEND.prepare_invoke();
         invocation
             .key(key)
             .arg(unix_now())
             .arg(self.expiry)
             .arg(capacity)
-            .arg(member);
+            .arg(members);
         let added: i64 = self.shards[shard].run(&invocation).await?;
         if added == 0 {
             self.stats.add(Count::ChannelFull, 1);
             return Err(Failure::Full(channel));
         }
-        self.stats.add(Count::Sent, 1);
+        self.stats.add(Count::Sent, sent);
         Ok(())
     }
 
@@ -448,24 +454,35 @@ impl Queues {
         self.shards[shard].run(&invocation).await
     }
 
+    /// Sends each of `bodies` to every member of each of `groups`: one
+    /// script per shard, after the members are read (pipelined, one round
+    /// trip per shard). A single message to a single group on one server
+    /// takes one script in all (`group_send_all`).
     pub(super) async fn group_send(
         &self,
-        group: String,
-        body: Body,
+        groups: Vec<String>,
+        bodies: Vec<Body>,
         default_capacity: i64,
         capacity_of: Option<CapacityOf>,
     ) -> Result<(), Failure> {
         let one_server = self.shards.len() == 1 && !self.shards[0].is_cluster();
         let one_script = capacity_of.is_none() && one_server && self.serializer.is_plain_msgpack();
-        if let (true, Body::Plain(body)) = (one_script, &body) {
-            return self.group_send_all(&group, body, default_capacity).await;
+        if let (true, [group], [Body::Plain(body)]) = (one_script, &groups[..], &bodies[..]) {
+            return self.group_send_all(group, body, default_capacity).await;
         }
-        let members = self.group_members(&group).await?;
-        let capacities = match &capacity_of {
-            Some(capacity_of) => capacity_of(&members),
-            None => vec![default_capacity; members.len()],
-        };
-        let copies = self.copies(&members, capacities);
+        if bodies.is_empty() {
+            return Ok(());
+        }
+        let read = groups.iter().map(|group| self.group_members(group));
+        let memberships = futures_util::future::try_join_all(read).await?;
+        let mut copies = Vec::new();
+        for members in &memberships {
+            let capacities = match &capacity_of {
+                Some(capacity_of) => capacity_of(members),
+                None => vec![default_capacity; members.len()],
+            };
+            copies.extend(self.copies(members, capacities));
+        }
         // One script per shard; on a cluster one per key (keys of a script
         // must share a slot), all sent at once, so each node gets its share
         // pipelined on its connection.
@@ -486,23 +503,26 @@ impl Queues {
                 invocation.key(&copy.key);
             }
             for copy in batch {
-                let sealed = self.serializer.seal(&body, &copy.members);
-                invocation.arg(sealed.map_err(Failure::Data)?);
+                for body in &bodies {
+                    let sealed = self.serializer.seal(body, &copy.members);
+                    invocation.arg(sealed.map_err(Failure::Data)?);
+                }
             }
             for copy in batch {
                 invocation.arg(copy.capacity);
             }
-            invocation.arg(now).arg(self.expiry);
+            invocation.arg(now).arg(self.expiry).arg(bodies.len());
             invocations.push((*shard, invocation));
         }
         let sent = invocations
             .iter()
             .map(|(shard, invocation)| self.shards[*shard].run::<i64>(invocation));
-        let full = futures_util::future::try_join_all(sent)
+        let full: i64 = futures_util::future::try_join_all(sent)
             .await?
             .into_iter()
             .sum();
-        self.delivered(&group, full, members.len() as i64);
+        let members = memberships.iter().map(Vec::len).sum();
+        self.delivered(&groups, bodies.len(), full, members);
         Ok(())
     }
 
@@ -547,20 +567,22 @@ impl Queues {
             .arg(&self.prefix)
             .arg(prefix)
             .arg(body);
-        let (full, members): (i64, i64) = self.shards[0].run(&invocation).await?;
-        self.delivered(group, full, members);
+        let (full, members): (i64, usize) = self.shards[0].run(&invocation).await?;
+        self.delivered(&[group.to_owned()], 1, full, members);
         Ok(())
     }
 
-    /// Counts a group_send to `members` channels, `full` of them skipped.
-    fn delivered(&self, group: &str, full: i64, members: i64) {
-        let (full, members) = (full.max(0) as u64, members.max(0) as u64);
-        self.stats.add(Count::GroupSends, 1);
-        self.stats
-            .add(Count::GroupDeliveries, members.saturating_sub(full));
+    /// Counts `per` messages sent to each of `groups`, whose `members`
+    /// channels were written to but for `full` of them.
+    fn delivered(&self, groups: &[String], per: usize, full: i64, members: usize) {
+        let (full, members, per) = (full.max(0) as u64, members as u64, per as u64);
+        self.stats.add(Count::GroupSends, groups.len() as u64 * per);
+        let delivered = members.saturating_sub(full) * per;
+        self.stats.add(Count::GroupDeliveries, delivered);
         let why = format_args!("{full} of {members} channels over capacity");
+        let place = format!("group {}", groups.join(", "));
         self.stats
-            .dropped(Reason::GroupFull, &format!("group {group}"), full, why);
+            .dropped(Reason::GroupFull, &place, full * per, why);
     }
 
     pub(super) async fn flush(&self) -> Result<(), Failure> {

@@ -214,10 +214,30 @@ impl Subscriptions {
         }
     }
 
-    pub async fn publish(&self, name: String, body: Vec<u8>) -> Result<(), Failure> {
-        let mut command = redis::cmd("PUBLISH");
-        command.arg(&name).arg(body);
-        let _: i64 = self.shards[self.shard_of(&name)].run(&command).await?;
+    /// Publishes each of `bodies` on each of `names`, in that order, one
+    /// pipeline per shard (per name on a cluster, whose pipelines keep to
+    /// one slot), all at once.
+    pub async fn publish(&self, names: &[String], bodies: &[Vec<u8>]) -> Result<(), Failure> {
+        let mut pipelines: Vec<(usize, redis::Pipeline)> = Vec::new();
+        for name in names {
+            let shard = self.shard_of(name);
+            let shared = !self.shards[shard].is_cluster();
+            let pipeline = match pipelines.iter().position(|(s, _)| shared && *s == shard) {
+                Some(at) => &mut pipelines[at].1,
+                None => {
+                    pipelines.push((shard, redis::pipe()));
+                    &mut pipelines.last_mut().expect("just pushed").1
+                }
+            };
+            for body in bodies {
+                pipeline.cmd("PUBLISH").arg(name).arg(body).ignore();
+            }
+        }
+        let sent = pipelines
+            .iter()
+            .filter(|(_, pipeline)| !pipeline.is_empty())
+            .map(|(shard, pipeline)| self.shards[*shard].run::<()>(pipeline));
+        futures_util::future::try_join_all(sent).await?;
         Ok(())
     }
 }
