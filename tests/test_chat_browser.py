@@ -1,17 +1,21 @@
 """The chat site (examples/chat) in a real browser: headless Chromium, driven
 by Selenium through Debian's chromedriver, against Daphne. Two pages on one
 server (the in-memory layer), two pages on two servers sharing Redis, the
-broadcast command reaching both, and the page listing who is connected.
+broadcast command reaching both, and the live page: who is connected on which
+server process, the layer's stats() and the latency of recent messages.
 
 Without Chromium they skip, naming what to install; under CI they fail:
 these are the tests of what the project is for."""
 
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import uuid
+from dataclasses import dataclass
 
 import pytest
 
@@ -20,6 +24,15 @@ from serve import HERE as CHAT
 from serve import daphne
 
 WAIT = 10
+
+
+@dataclass
+class Site:
+    """A Daphne serving the chat: where, and its process id (the live page
+    names each user's server by it)."""
+
+    url: str
+    pid: int
 
 
 def chat_environment(redis_url=None):
@@ -85,7 +98,7 @@ def pages(browser):
 def one_server():
     port = free_port()
     process = daphne(port, chat_environment(), stderr=subprocess.DEVNULL)
-    yield f"http://127.0.0.1:{port}"
+    yield Site(f"http://127.0.0.1:{port}", process.pid)
     process.terminate()
     process.wait(10)
 
@@ -100,14 +113,14 @@ def redis():
 
 @pytest.fixture(scope="module")
 def two_servers(redis):
-    processes, urls = [], []
+    processes, sites = [], []
     try:
         for _ in range(2):
             port = free_port()
             env = chat_environment(redis.url)
             processes.append(daphne(port, env, stderr=subprocess.DEVNULL))
-            urls.append(f"http://127.0.0.1:{port}")
-        yield urls
+            sites.append(Site(f"http://127.0.0.1:{port}", processes[-1].pid))
+        yield sites
     finally:
         for process in processes:
             process.terminate()
@@ -130,7 +143,7 @@ def enter_room(page, site, name, room):
     """Joins `room` as `name` through the front page's form."""
     from selenium.webdriver.common.by import By
 
-    page.get(site + "/")
+    page.get(site.url + "/")
     page.find_element(By.ID, "name").send_keys(name)
     room_field = page.find_element(By.ID, "room")
     room_field.clear()
@@ -203,23 +216,102 @@ def test_broadcast_command_reaches_pages_on_both_servers(pages, two_servers, red
         sees(page, f"📣 {text}")
 
 
-def test_who_page_lists_users_on_every_server(pages, browser, two_servers):
+def open_live_page(browser, site, layer):
+    """A live page on `site`, once it shows its server's figures."""
+    from selenium.webdriver.common.by import By
+
+    page = browser()
+    page.get(site.url + "/live/")
+    server = lambda: page.find_element(By.ID, "server").text  # noqa: E731
+    until(
+        page, lambda: server().endswith(f"pid {site.pid}, through {layer}"), "figures"
+    )
+    return page
+
+
+def people_in(page, room):
+    """{name: (server, shown as on this page's server)} of `room`'s users."""
+    from selenium.webdriver.common.by import By
+
+    people = {}
+    for row in page.find_elements(By.CSS_SELECTOR, "#people li"):
+        name, _, rest = row.text.partition(f" in {room} (")
+        if rest:
+            people[name] = (rest.rstrip(")"), "here" in row.get_attribute("class"))
+    return people
+
+
+def stat(page, name):
+    from selenium.webdriver.common.by import By
+
+    row = page.find_element(By.CSS_SELECTOR, f'#stats tr[data-stat="{name}"]')
+    return int(row.find_elements(By.TAG_NAME, "td")[1].text)
+
+
+def latencies(page):
+    """The chart's bars, in milliseconds."""
+    from selenium.webdriver.common.by import By
+
+    bars = page.find_elements(By.CSS_SELECTOR, "#latency rect title")
+    return [float(bar.get_attribute("textContent").split()[0]) for bar in bars]
+
+
+def test_live_page_on_one_server(pages, browser, one_server):
     from selenium.webdriver.common.by import By
 
     ada, bob = pages
     room = a_room()
-    enter_room(ada, two_servers[0], "ada", room)
-    enter_room(bob, two_servers[1], "bob", room)
-    watcher = browser()
-    watcher.get(two_servers[0] + "/who/")
+    live = open_live_page(browser, one_server, "InMemoryChannelLayer")
+    enter_room(ada, one_server, "ada", room)
+    enter_room(bob, one_server, "bob", room)
+    server = f"pid {one_server.pid}"
+    until(live, lambda: len(people_in(live, room)) == 2, "both users listed")
+    for where, here in people_in(live, room).values():
+        assert where.endswith(server) and here
+    bars = len(latencies(live))
+    sent = stat(live, "group_sends")
+    say(ada, "how fast?")
+    sees(bob, "ada: how fast?")
+    # ada's and bob's consumers each took delivery, in this process; the
+    # chart keeps the last 40.
+    expected = min(40, bars + 2)
+    until(live, lambda: len(latencies(live)) == expected, "two more bars")
+    assert all(0 <= ms < WAIT * 1000 for ms in latencies(live))
+    summary = live.find_element(By.ID, "latency-summary").text
+    assert re.fullmatch(rf"last {expected}: median [\d.]+ ms, max [\d.]+ ms", summary)
+    assert stat(live, "group_sends") >= sent + 1
+    assert stat(live, "channels") >= 3  # ada, bob, and the live page
 
-    def names():
-        rows = watcher.find_elements(By.CSS_SELECTOR, "#people li")
-        return sorted(row.text for row in rows if f" in {room} " in row.text)
 
-    until(watcher, lambda: len(names()) == 2, "both users listed")
-    assert [row.split(" in ")[0] for row in names()] == ["ada", "bob"]
-    ada.get(two_servers[0] + "/")  # leaves the room
-    until(watcher, lambda: [r.split(" in ")[0] for r in names()] == ["bob"], "ada gone")
-    enter_room(ada, two_servers[1], "ada", room)
-    until(watcher, lambda: len(names()) == 2, "ada back, on the other server")
+def test_live_page_shows_each_users_server(pages, browser, two_servers):
+    ada, bob = pages
+    room = a_room()
+    first, second = two_servers
+    live = open_live_page(browser, second, "RedisChannelLayer")
+    enter_room(ada, first, "ada", room)
+    enter_room(bob, second, "bob", room)
+    until(live, lambda: len(people_in(live, room)) == 2, "both users listed")
+    assert people_in(live, room) == {
+        "ada": (f"{socket.gethostname()} pid {first.pid}", False),
+        "bob": (f"{socket.gethostname()} pid {second.pid}", True),
+    }
+    received = stat(live, "messages_received")
+    bars = len(latencies(live))
+    say(ada, "across servers")
+    sees(bob, "ada: across servers")
+    sees(ada, "ada: across servers")
+    # bob's delivery happened on the live page's server, ada's did not.
+    expected = min(40, bars + 1)
+    until(live, lambda: len(latencies(live)) == expected, "one more bar")
+    assert stat(live, "messages_received") > received
+    ada.get(first.url + "/")  # leaves the room
+    until(live, lambda: list(people_in(live, room)) == ["bob"], "ada gone")
+    enter_room(ada, second, "ada", room)
+    until(
+        live,
+        lambda: (
+            people_in(live, room).get("ada")
+            == (f"{socket.gethostname()} pid {second.pid}", True)
+        ),
+        "ada back, on the live page's server",
+    )

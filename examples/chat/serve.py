@@ -87,7 +87,7 @@ def main():
         layer = f"Redis at {env['REDIS_URL']}" if env.get("REDIS_URL") else "in memory"
         print(f"\nThe chat is up (channel layer: {layer}):")
         for port in ports:
-            print(f"    http://127.0.0.1:{port}/")
+            print(f"    http://127.0.0.1:{port}/  (the layer at work: /live/)")
         if env.get("REDIS_URL"):
             print(
                 "Announce to everyone, on every server, from another shell:\n"

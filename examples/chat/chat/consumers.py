@@ -2,12 +2,16 @@
 channel layer, so users on different Daphne processes (sharing Redis) meet in
 the same rooms, and a background task reaches all of them.
 
-Who is connected is not stored anywhere: a "who" page asks every chat
+Who is connected is not stored anywhere: the "live" page asks every chat
 consumer to answer (a roll call sent to a group), then hears of arrivals and
-departures as they happen."""
+departures as they happen. It also shows what its own server's layer is
+doing: `layer.stats()` and how long the last messages took to arrive."""
 
+import asyncio
 import os
 import socket
+import time
+from collections import deque
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -16,10 +20,20 @@ from .names import user_name
 
 # Every chat consumer, in every room: announcements and roll calls.
 MEMBERS = "chat.members"
-# Every open "who" page: arrivals and departures.
+# Every open "live" page: arrivals and departures.
 WATCHERS = "chat.watchers"
-# Which process serves a user, for the "who" page.
+# Which process serves a user, for the "live" page.
 SERVER = f"{socket.gethostname()} pid {os.getpid()}"
+# Milliseconds from a broadcast's group_send to its arrival at a consumer of
+# this process, for the last messages delivered here.
+LATENCIES = deque(maxlen=40)
+# How often a live page hears its server's figures.
+LIVE_INTERVAL = 1.0
+
+
+def stamped(event):
+    """`event` with its send time, so its receivers can tell its latency."""
+    return {**event, "sent": time.time()}
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -48,7 +62,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def to_room(self, kind, **fields):
         event = {"type": kind, "name": self.name, **fields}
-        await self.channel_layer.group_send(self.room_group, event)
+        await self.channel_layer.group_send(self.room_group, stamped(event))
 
     def presence(self):
         return {
@@ -62,6 +76,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # Handlers for what the layer brings (the event type, dots as underscores).
 
     async def chat_message(self, event):
+        arrived(event)
         await self.send_json({"kind": "message", **pick(event, "name", "text")})
 
     async def chat_joined(self, event):
@@ -71,19 +86,40 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"kind": "left", "name": event["name"]})
 
     async def chat_announcement(self, event):
+        arrived(event)
         await self.send_json({"kind": "announcement", "text": event["text"]})
 
     async def presence_roll_call(self, event):
         await self.channel_layer.send(event["reply_to"], self.presence())
 
 
-class WhoConsumer(AsyncJsonWebsocketConsumer):
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    """The live page: who is connected on every server, and, each second,
+    this server's layer statistics and recent latencies."""
+
     groups = [WATCHERS]
 
     async def connect(self):
         await self.accept()
         roll_call = {"type": "presence.roll_call", "reply_to": self.channel_name}
         await self.channel_layer.group_send(MEMBERS, roll_call)
+        self.ticker = asyncio.create_task(self.report())
+
+    async def disconnect(self, code):
+        self.ticker.cancel()
+
+    async def report(self):
+        while True:
+            await self.send_json(
+                {
+                    "kind": "figures",
+                    "server": SERVER,
+                    "layer": type(self.channel_layer).__name__,
+                    "stats": self.channel_layer.stats(),
+                    "latencies": [round(ms, 2) for ms in LATENCIES],
+                }
+            )
+            await asyncio.sleep(LIVE_INTERVAL)
 
     async def presence_present(self, event):
         fields = pick(event, "channel", "name", "room", "server")
@@ -91,6 +127,12 @@ class WhoConsumer(AsyncJsonWebsocketConsumer):
 
     async def presence_gone(self, event):
         await self.send_json({"kind": "gone", "channel": event["channel"]})
+
+
+def arrived(event):
+    # An event another program sent may carry no send time.
+    if "sent" in event:
+        LATENCIES.append((time.time() - event["sent"]) * 1000)
 
 
 def pick(event, *keys):

@@ -7,5 +7,5 @@ from . import (
 
 websocket_urlpatterns = [
     path("ws/rooms/<room:room>/", consumers.ChatConsumer.as_asgi()),
-    path("ws/who/", consumers.WhoConsumer.as_asgi()),
+    path("ws/live/", consumers.LiveConsumer.as_asgi()),
 ]

@@ -24,5 +24,5 @@ def room(request, room):
     return render(request, "chat/room.html", {"room": room, "name": name})
 
 
-def who(request):
-    return render(request, "chat/who.html")
+def live(request):
+    return render(request, "chat/live.html")

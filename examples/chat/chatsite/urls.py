@@ -6,5 +6,5 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("join/", views.join, name="join"),
     path("rooms/<room:room>/", views.room, name="room"),
-    path("who/", views.who, name="who"),
+    path("live/", views.live, name="live"),
 ]

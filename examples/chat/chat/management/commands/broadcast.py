@@ -6,7 +6,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand
 
-from chat.consumers import MEMBERS
+from chat.consumers import MEMBERS, stamped
 
 
 class Command(BaseCommand):
@@ -17,6 +17,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, text, **options):
         layer = get_channel_layer()
-        event = {"type": "chat.announcement", "text": text}
+        event = stamped({"type": "chat.announcement", "text": text})
         async_to_sync(layer.group_send)(MEMBERS, event)
         self.stdout.write(f"announced through {type(layer).__name__}: {text}")
