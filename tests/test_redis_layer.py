@@ -88,8 +88,13 @@ async def test_capacity(redis):
     await layer.flush()
 
 
-async def test_sends_and_group_operations_take_one_command_each(layer, redis):
-    """One round trip each: a server-side script, run by its SHA."""
+READ_MEMBERS = ["ZREMRANGEBYSCORE", "ZRANGE"]
+
+
+async def test_the_commands_each_operation_sends(layer, redis):
+    """send and group_add: one script each, run by its SHA. group_send: the
+    members read (trim and read sent together), then small copies written
+    by one script."""
     await layer.send("warm", {"type": "connects and loads the scripts"})
     await layer.group_add("counted-room", "warm")
     await layer.group_send("counted-room", {"type": "x"})
@@ -98,8 +103,40 @@ async def test_sends_and_group_operations_take_one_command_each(layer, redis):
         await layer.send(f"counted-{n}", {"type": "x"})
         await layer.group_add("counted-room", f"counted-{n}")
         await layer.group_send("counted-room", {"type": "x"})
-    sent = monitor.commands()
-    assert [name for name, _ in sent] == ["EVALSHA"] * 30, sent
+    sent = [name for name, _ in monitor.commands()]
+    each = ["EVALSHA", "EVALSHA", *READ_MEMBERS, "EVALSHA"]
+    assert sent == each * 10, sent
+
+
+@pytest.mark.parametrize("text", [10, 20_000], ids=["script", "commands"])
+async def test_group_send_skips_a_full_member_whatever_its_size(redis, text):
+    """Over 16 KiB of copies on a shard, group_send writes them with plain
+    commands rather than through Lua; either way a full member is skipped,
+    counted and left as it was, and the others get the message."""
+    layer = RedisChannelLayer(hosts=[redis.url], capacity=2)
+    await layer.group_add("warm-room", "worker.warm")
+    await layer.group_send("warm-room", {"type": "loads the script"})
+    await receive(layer, "worker.warm")
+    await layer.group_discard("warm-room", "worker.warm")
+    for n in range(2):
+        await layer.send("worker.full", {"type": "filler", "n": n})
+    for member in ("worker.full", "worker.free"):
+        await layer.group_add("sized-room", member)
+    monitor = Monitor(redis)
+    message = {"type": "big", "text": "x" * text}
+    await layer.group_send("sized-room", message)
+    sent = [name for name, _ in monitor.commands()]
+    if text < 16_384:
+        assert sent == [*READ_MEMBERS, "EVALSHA"], sent
+    else:
+        check = ["ZREMRANGEBYSCORE", "ZCOUNT"] * 2
+        assert sent == [*READ_MEMBERS, *check, "ZADD", "EXPIRE"], sent
+    assert command(redis.port, "ZCARD", "asgiworker.full") == b":2\r\n"
+    assert command(redis.port, "ZCARD", "asgiworker.free") == b":1\r\n"
+    assert await receive(layer, "worker.free") == message
+    assert [(await receive(layer, "worker.full"))["n"] for _ in range(2)] == [0, 1]
+    assert layer.stats()["dropped_group_full"] == 1
+    await layer.flush()
 
 
 async def test_bad_messages_write_nothing(layer, redis):
@@ -401,8 +438,8 @@ async def test_a_silent_server_times_out_as_configured():
 @pytest.mark.parametrize("shards", [1, 2])
 async def test_group_send_bytes_match_channels_redis(redis, size, shards):
     """Both write the same member per queue key (no random prefix), so each
-    sorted set ends up with one member, not two; covers the one-round-trip
-    script (one shard) and the Rust splice (several)."""
+    sorted set ends up with one member, not two; the 70,000-key message
+    goes as plain commands, the others through the script."""
     extra = [RedisServer() for _ in range(shards - 1)]
     try:
         hosts = [redis.url] + [server.url for server in extra]
@@ -423,6 +460,24 @@ async def test_group_send_bytes_match_channels_redis(redis, size, shards):
     finally:
         for server in extra:
             server.stop()
+
+
+async def test_group_send_to_a_big_group_matches_channels_redis(redis):
+    """1,500 members on one process's queue: a 50 KB copy naming them all,
+    which goes as plain commands; the same bytes as channels_redis's."""
+    config = {"hosts": [redis.url], "random_prefix_length": 0}
+    ours, theirs = RedisChannelLayer(**config), UpstreamLayer(**config)
+    members = [await ours.new_channel() for _ in range(1500)]
+    for member in members:
+        await ours.group_add("big-room", member)
+    message = {"type": "x", "text": "to everyone"}
+    await ours.group_send("big-room", message)
+    await theirs.group_send("big-room", message)
+    key = f"asgispecific.{ours.client_prefix}!"
+    assert command(redis.port, "ZCARD", key) == b":1\r\n"
+    for member in (members[0], members[-1]):
+        assert await receive(ours, member) == message
+    await ours.flush()
 
 
 async def test_new_channel_with_other_prefixes(layer, redis):

@@ -111,16 +111,10 @@ impl Serializer {
 
     /// Random bytes put before each stored message: they only keep equal
     /// messages apart in a sorted set.
-    pub fn random_prefix(&self) -> Result<Vec<u8>, String> {
+    fn random_prefix(&self) -> Result<Vec<u8>, String> {
         let mut prefix = vec![0; self.prefix_length];
         getrandom::fill(&mut prefix).map_err(|err| err.to_string())?;
         Ok(prefix)
-    }
-
-    /// Whether a stored message is prefix + plain msgpack body, which a
-    /// server-side script can extend (see redis::scripts::GROUP_SEND_ALL).
-    pub fn is_plain_msgpack(&self) -> bool {
-        matches!(self.format, Format::Msgpack) && self.keys.is_empty()
     }
 
     /// The plain body of `message` (no prefix, not encrypted), to be sealed

@@ -44,7 +44,6 @@ pub fn encode_with_entry(
 
 /// Copies the packed map `body` with one more entry, `key: [names]`, at the
 /// end: the same bytes `packb` gives for the dict with that entry added.
-/// redis/lua/group_send_all.lua splices the same way, inside Redis.
 pub fn append_entry(
     body: &[u8],
     key: &str,

@@ -24,6 +24,8 @@ use crate::stats::{Count, Reason, Stats};
 
 /// Most messages the local pump takes per round trip.
 const POP_BATCH: usize = 100;
+/// Above this many bytes of copies, a shard's group_send skips Lua.
+const SCRIPT_BYTES: usize = 16 * 1024;
 
 /// A message popped from a normal channel.
 pub(super) struct Taken {
@@ -443,21 +445,34 @@ impl Queues {
         Ok(())
     }
 
-    /// The members of `group`, stale ones dropped first.
+    /// The members of `group`, stale ones dropped first. Two commands sent
+    /// together, as channels_redis reads them, not a script: a script's
+    /// reply crosses Lua twice, which costs Redis as much again for a big
+    /// group. Not a pipeline either: on a connection the server refuses
+    /// (maxclients), a pipeline reports a broken pipe instead of its words.
     pub(super) async fn group_members(&self, group: &str) -> Result<Vec<String>, Failure> {
-        let shard = consistent_hash(group, self.shards.len());
-        let mut invocation = scripts::GROUP_MEMBERS.prepare_invoke();
-        invocation
-            .key(self.group_key(group))
-            .arg(unix_now())
-            .arg(self.group_expiry);
-        self.shards[shard].run(&invocation).await
+        let shard = &self.shards[consistent_hash(group, self.shards.len())];
+        let key = self.group_key(group);
+        let stale = (unix_now().floor() as u64).saturating_sub(self.group_expiry);
+        let mut trim = redis::cmd("ZREMRANGEBYSCORE");
+        trim.arg(&key).arg(0).arg(stale);
+        // Above `stale` whichever command runs first.
+        let mut read = redis::cmd("ZRANGE");
+        read.arg(&key)
+            .arg(format!("({stale}"))
+            .arg("+inf")
+            .arg("BYSCORE");
+        let (_, members): (i64, Vec<String>) =
+            futures_util::future::try_join(shard.run(&trim), shard.run(&read)).await?;
+        Ok(members)
     }
 
-    /// Sends each of `bodies` to every member of each of `groups`: one
-    /// script per shard, after the members are read (pipelined, one round
-    /// trip per shard). A single message to a single group on one server
-    /// takes one script in all (`group_send_all`).
+    /// Sends each of `bodies` to every member of each of `groups`. The
+    /// members are read first (one round trip per group's shard), then each
+    /// queue key's copy, naming its members, is built here and written to
+    /// its shard (`write_copies`). Building the copies in Lua instead would
+    /// save the first round trip but cost the one shared Redis several
+    /// times the CPU per call (docs/architecture.md, "group_send").
     pub(super) async fn group_send(
         &self,
         groups: Vec<String>,
@@ -465,11 +480,6 @@ impl Queues {
         default_capacity: i64,
         capacity_of: Option<CapacityOf>,
     ) -> Result<(), Failure> {
-        let one_server = self.shards.len() == 1 && !self.shards[0].is_cluster();
-        let one_script = capacity_of.is_none() && one_server && self.serializer.is_plain_msgpack();
-        if let (true, [group], [Body::Plain(body)]) = (one_script, &groups[..], &bodies[..]) {
-            return self.group_send_all(group, body, default_capacity).await;
-        }
         if bodies.is_empty() {
             return Ok(());
         }
@@ -483,7 +493,7 @@ impl Queues {
             };
             copies.extend(self.copies(members, capacities));
         }
-        // One script per shard; on a cluster one per key (keys of a script
+        // One write per shard; on a cluster one per key (keys of a script
         // must share a slot), all sent at once, so each node gets its share
         // pipelined on its connection.
         let mut batches: Vec<(usize, Vec<&GroupCopy>)> = Vec::new();
@@ -496,34 +506,89 @@ impl Queues {
             }
         }
         let now = unix_now();
-        let mut invocations = Vec::with_capacity(batches.len());
+        let mut writes = Vec::with_capacity(batches.len());
         for (shard, batch) in &batches {
-            let mut invocation = scripts::GROUP_SEND.prepare_invoke();
+            let mut sealed = Vec::with_capacity(batch.len());
             for copy in batch {
-                invocation.key(&copy.key);
+                let of_copy = bodies
+                    .iter()
+                    .map(|body| self.serializer.seal(body, &copy.members));
+                sealed.push(
+                    of_copy
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(Failure::Data)?,
+                );
             }
-            for copy in batch {
-                for body in &bodies {
-                    let sealed = self.serializer.seal(body, &copy.members);
-                    invocation.arg(sealed.map_err(Failure::Data)?);
-                }
-            }
-            for copy in batch {
-                invocation.arg(copy.capacity);
-            }
-            invocation.arg(now).arg(self.expiry).arg(bodies.len());
-            invocations.push((*shard, invocation));
+            writes.push(self.write_copies(*shard, batch, sealed, now));
         }
-        let sent = invocations
-            .iter()
-            .map(|(shard, invocation)| self.shards[*shard].run::<i64>(invocation));
-        let full: i64 = futures_util::future::try_join_all(sent)
+        let full: i64 = futures_util::future::try_join_all(writes)
             .await?
             .into_iter()
             .sum();
         let members = memberships.iter().map(Vec::len).sum();
         self.delivered(&groups, bodies.len(), full, members);
         Ok(())
+    }
+
+    /// Writes one shard's copies (`sealed`: each copy's messages) and
+    /// returns how many of their keys were full. Small copies go in one
+    /// script: one round trip, checked and added atomically. Handing bytes
+    /// to Lua costs Redis about 1.8 ns each, as much as adding them, so
+    /// bigger ones go as plain commands: the keys trimmed and counted, then
+    /// those under capacity added, in two round trips (channels_redis
+    /// checks capacity this way too).
+    async fn write_copies(
+        &self,
+        shard: usize,
+        batch: &[&GroupCopy],
+        sealed: Vec<Vec<Vec<u8>>>,
+        now: f64,
+    ) -> Result<i64, Failure> {
+        let shard = &self.shards[shard];
+        let bytes: usize = sealed.iter().flatten().map(Vec::len).sum();
+        if bytes <= SCRIPT_BYTES {
+            let mut invocation = scripts::GROUP_SEND.prepare_invoke();
+            for copy in batch {
+                invocation.key(&copy.key);
+            }
+            for message in sealed.iter().flatten() {
+                invocation.arg(message);
+            }
+            for copy in batch {
+                invocation.arg(copy.capacity);
+            }
+            let per = sealed.first().map_or(0, Vec::len);
+            invocation.arg(now).arg(self.expiry).arg(per);
+            return shard.run(&invocation).await;
+        }
+        let cutoff = (now.floor() as u64).saturating_sub(self.expiry);
+        // ZCOUNT, as the scripts count: the README's ACL line has no ZCARD.
+        let mut count = redis::pipe();
+        for copy in batch {
+            count
+                .zrembyscore(&copy.key, 0, cutoff)
+                .ignore()
+                .zcount(&copy.key, "-inf", "+inf");
+        }
+        let sizes: Vec<i64> = shard.run(&count).await?;
+        let mut add = redis::pipe();
+        let mut full = 0;
+        for ((copy, messages), size) in batch.iter().zip(&sealed).zip(sizes) {
+            if size >= copy.capacity {
+                full += 1;
+                continue;
+            }
+            // A microsecond apart, as the script does, to keep their order.
+            for (at, message) in messages.iter().enumerate() {
+                add.zadd(&copy.key, message, now + at as f64 * 1e-6)
+                    .ignore();
+            }
+            add.expire(&copy.key, self.expiry as i64).ignore();
+        }
+        if full < batch.len() {
+            let () = shard.run(&add).await?;
+        }
+        Ok(full as i64)
     }
 
     /// One copy per queue key, naming every member on that key; its
@@ -547,29 +612,6 @@ impl Queues {
             }
         }
         copies
-    }
-
-    /// group_send in one round trip: see scripts::GROUP_SEND_ALL.
-    pub(super) async fn group_send_all(
-        &self,
-        group: &str,
-        body: &[u8],
-        capacity: i64,
-    ) -> Result<(), Failure> {
-        let prefix = self.serializer.random_prefix().map_err(Failure::Data)?;
-        let mut invocation = scripts::GROUP_SEND_ALL.prepare_invoke();
-        invocation
-            .key(self.group_key(group))
-            .arg(unix_now())
-            .arg(self.group_expiry)
-            .arg(self.expiry)
-            .arg(capacity)
-            .arg(&self.prefix)
-            .arg(prefix)
-            .arg(body);
-        let (full, members): (i64, usize) = self.shards[0].run(&invocation).await?;
-        self.delivered(&[group.to_owned()], 1, full, members);
-        Ok(())
     }
 
     /// Counts `per` messages sent to each of `groups`, whose `members`

@@ -13,10 +13,6 @@ pub static SEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("l
 pub static GROUP_SEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/group_send.lua")));
 
-/// A group's members, stale ones dropped.
-pub static GROUP_MEMBERS: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/group_members.lua")));
-
 /// Group_add.
 pub static GROUP_ADD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/group_add.lua")));
@@ -30,7 +26,3 @@ pub static HOLD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("l
 /// A backed-up message back into its queue.
 pub static PUT_BACK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/put_back.lua")));
-
-/// Group_send in one round trip, for one shard and plain msgpack.
-pub static GROUP_SEND_ALL: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/group_send_all.lua")));
