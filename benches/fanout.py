@@ -199,23 +199,22 @@ def nats_server():
     binary = shutil.which("nats-server") or str(
         Path(sys.executable).parent / "nats-server"
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = redis_server.free_port()
     process = subprocess.Popen(
         [binary, "-a", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while True:
+
+    def listening():
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, f"nats://127.0.0.1:{port}"
+            return True
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            return False
+
+    redis_server.wait_for(listening, f"nats-server on port {port}", timeout=10)
+    return process, f"nats://127.0.0.1:{port}"
 
 
 COLUMNS = {

@@ -453,7 +453,7 @@ impl Queues {
     pub(super) async fn group_members(&self, group: &str) -> Result<Vec<String>, Failure> {
         let shard = &self.shards[consistent_hash(group, self.shards.len())];
         let key = self.group_key(group);
-        let stale = (unix_now().floor() as u64).saturating_sub(self.group_expiry);
+        let stale = older_than(unix_now(), self.group_expiry);
         let mut trim = redis::cmd("ZREMRANGEBYSCORE");
         trim.arg(&key).arg(0).arg(stale);
         // Above `stale` whichever command runs first.
@@ -561,7 +561,7 @@ impl Queues {
             invocation.arg(now).arg(self.expiry).arg(per);
             return shard.run(&invocation).await;
         }
-        let cutoff = (now.floor() as u64).saturating_sub(self.expiry);
+        let cutoff = older_than(now, self.expiry);
         // ZCOUNT, as the scripts count: the README's ACL line has no ZCARD.
         let mut count = redis::pipe();
         for copy in batch {
@@ -638,6 +638,12 @@ impl Queues {
         }
         Ok(())
     }
+}
+
+/// Scores up to this one are `age` seconds old at `now`, as the scripts
+/// reckon it (`math.floor(now) - age`), and are trimmed.
+fn older_than(now: f64, age: u64) -> u64 {
+    (now.floor() as u64).saturating_sub(age)
 }
 
 fn glob_escape(text: &str) -> String {
