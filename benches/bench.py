@@ -2,7 +2,8 @@
 machine. Prints messages per second for each and the ratio; the Redis table
 also shows channels_redis's pub/sub layer on the same server.
 
-    python benches/bench.py [--quick] [--only memory|redis|wakeups] [--chart PNG]
+    python benches/bench.py [--quick] [--only memory|redis|wakeups|bulk|cpu]
+                            [--chart PNG]
 
 With --chart, it also draws every table as bars into that PNG (matplotlib).
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import channels.layers
 from asgiref.sync import async_to_sync
+from channels.utils import await_many_dispatch
 
 import channels_rs
 
@@ -43,16 +45,40 @@ async def warm(layer, channel):
     await waiting
 
 
+def consumer(layer, channel, on_message):
+    """Receives on `channel` the way channels' consumers do: each receive()
+    a task of its own, awaited through asyncio.wait by await_many_dispatch.
+    A bare `await layer.receive()` loop skips that cost and flatters every
+    layer. Cancel the returned task to stop it."""
+
+    async def dispatch(message):
+        on_message(message)
+
+    receive = functools.partial(layer.receive, channel)
+    return asyncio.ensure_future(await_many_dispatch([receive], dispatch))
+
+
+async def stopped(tasks):
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def round_trip(layer, count, local=False):
-    """send then receive on one channel, one message at a time."""
+    """send, then wait until a consumer has it, one message at a time."""
     channel = await layer.new_channel() if local else "bench-rt"
     message = {"type": "bench.message", "text": "hello"}
     await warm(layer, channel)
+    arrived = asyncio.Event()
+    task = consumer(layer, channel, lambda _: arrived.set())
     start = time.perf_counter()
     for _ in range(count):
         await layer.send(channel, message)
-        await layer.receive(channel)
-    return count / (time.perf_counter() - start)
+        await arrived.wait()
+        arrived.clear()
+    rate = count / (time.perf_counter() - start)
+    await stopped([task])
+    return rate
 
 
 async def concurrent_pairs(layer, pairs, per_pair, local=False):
@@ -64,18 +90,26 @@ async def concurrent_pairs(layer, pairs, per_pair, local=False):
             await layer.send(channel, message)
             await asyncio.sleep(0)
 
-    async def consume(channel):
-        for _ in range(per_pair):
-            await layer.receive(channel)
-
     if local:
         channels = [await layer.new_channel() for _ in range(pairs)]
     else:
         channels = [f"bench-pair-{n}" for n in range(pairs)]
     await asyncio.gather(*(warm(layer, channel) for channel in channels))
+    received, all_in = 0, asyncio.Event()
+
+    def count(_):
+        nonlocal received
+        received += 1
+        if received == pairs * per_pair:
+            all_in.set()
+
+    consumers = [consumer(layer, channel, count) for channel in channels]
     start = time.perf_counter()
-    await asyncio.gather(*map(consume, channels), *map(produce, channels))
-    return pairs * per_pair / (time.perf_counter() - start)
+    await asyncio.gather(*map(produce, channels))
+    await all_in.wait()
+    rate = pairs * per_pair / (time.perf_counter() - start)
+    await stopped(consumers)
+    return rate
 
 
 async def fan_out(layer, members, rounds):
@@ -87,15 +121,13 @@ async def fan_out(layer, members, rounds):
     received = 0
     round_done = asyncio.Event()
 
-    async def consume(channel):
+    def count(_):
         nonlocal received
-        for _ in range(rounds):
-            await layer.receive(channel)
-            received += 1
-            if received == members:
-                round_done.set()
+        received += 1
+        if received == members:
+            round_done.set()
 
-    consumers = [asyncio.ensure_future(consume(c)) for c in channels]
+    consumers = [consumer(layer, channel, count) for channel in channels]
     await asyncio.sleep(0)
     message = {"type": "bench.message", "text": "hello"}
     start = time.perf_counter()
@@ -105,7 +137,7 @@ async def fan_out(layer, members, rounds):
         await layer.group_send("bench-fan", message)
         await round_done.wait()
     elapsed = time.perf_counter() - start
-    await asyncio.gather(*consumers)
+    await stopped(consumers)
     return members * rounds / elapsed
 
 
@@ -418,6 +450,72 @@ def bulk_rows(url, quick):
     )
 
 
+async def cpu_per_round_trip(layer, count, rate=None):
+    """Process CPU (every thread) per round trip through a consumer, sending
+    `rate` messages a second, or back to back without it; and with rate 0,
+    the share of a core used over `count` seconds with a receive pending and
+    nothing sent: a quiet consumer's idle cost."""
+    channel = await layer.new_channel()
+    await warm(layer, channel)
+    arrived = asyncio.Event()
+    task = consumer(layer, channel, lambda _: arrived.set())
+    await asyncio.sleep(0.1)
+    message = {"type": "bench.message", "text": "hello"}
+    start, wall = time.process_time(), time.perf_counter()
+    if rate == 0:
+        await asyncio.sleep(count)
+    for n in range(count if rate != 0 else 0):
+        if rate:
+            await asyncio.sleep(wall + n / rate - time.perf_counter())
+        await layer.send(channel, message)
+        await arrived.wait()
+        arrived.clear()
+    cpu = time.process_time() - start
+    await stopped([task])
+    if rate == 0:
+        return cpu / (time.perf_counter() - wall) * 100
+    return cpu / count * 1e6
+
+
+def light_load_rows(url, quick):
+    """(layer, CPU µs per round trip at 50/s, at full speed, idle CPU %)."""
+    from channels_redis.core import RedisChannelLayer as UpstreamCore
+    from channels_redis.pubsub import RedisPubSubChannelLayer as UpstreamPubSub
+
+    scale = 5 if quick else 1
+    redis = {"hosts": [url]}
+    # The in-memory layers show what waking Python's loop costs by itself.
+    layers = [
+        ("channels_rs core", channels_rs.RedisChannelLayer, redis),
+        ("channels_rs pubsub", channels_rs.RedisPubSubChannelLayer, redis),
+        ("channels_redis core", UpstreamCore, redis),
+        ("channels_redis pubsub", UpstreamPubSub, redis),
+        ("channels_rs in-memory", channels_rs.InMemoryChannelLayer, {}),
+        ("channels in-memory", channels.layers.InMemoryChannelLayer, {}),
+    ]
+    for name, cls, config in layers:
+        run = functools.partial(measure, [(cls, config)], cpu_per_round_trip)
+        yield (
+            name,
+            *run(100 // scale, 50),
+            *run(2000 // scale),
+            *run(2 / scale, 0),
+        )
+
+
+def print_cpu_table(rows):
+    title = (
+        "Process CPU per round trip through a consumer, new_channel() "
+        "(µs, median of 3), and idle CPU with a receive pending"
+    )
+    print(f"\n{title}")
+    header = f"{'layer':<24}{'at 50/s':>12}{'full speed':>12}{'idle':>10}"
+    print(header)
+    print("-" * len(header))
+    for name, light, full, idle in rows:
+        print(f"{name:<24}{light:>10.0f}µs{full:>10.0f}µs{idle:>9.1f}%", flush=True)
+
+
 def sync_direct(layer, calls):
     """channels_rs's group_send_sync: plain sync code, no event loop."""
     async_to_sync(join_sync_group)(layer)
@@ -490,7 +588,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="less work, noisier")
     parser.add_argument(
         "--only",
-        choices=["memory", "redis", "wakeups", "bulk"],
+        choices=["memory", "redis", "wakeups", "bulk", "cpu"],
         help="one layer's tables, or only the bridge's ways to wake a loop",
     )
     parser.add_argument("--chart", metavar="PNG", help="also draw the tables here")
@@ -499,7 +597,7 @@ def main():
         f"Python {platform.python_version()}, channels {version('channels')}, "
         f"channels-rs {version('channels-rs')}, {platform.machine()}"
     )
-    if options.only not in ("redis", "wakeups", "bulk"):
+    if options.only in (None, "memory"):
         print_table(
             "InMemoryChannelLayer (messages/s, median of 3; drain: 1 run)",
             in_memory_rows(options.quick),
@@ -523,7 +621,9 @@ def main():
                     ["rs loop", "channels_redis"],
                     first="rs bulk",
                 )
-            if options.only == "bulk":
+            if options.only in ("bulk", "cpu"):
+                if options.only == "cpu":
+                    print_cpu_table(light_load_rows(server.url, options.quick))
                 return
             if options.only != "wakeups":
                 print_table(
@@ -541,6 +641,7 @@ def main():
                 first="eventfd",
             )
             if options.only != "wakeups":
+                print_cpu_table(light_load_rows(server.url, options.quick))
                 print_table(
                     "RedisPubSubChannelLayer (messages/s, median of 3)",
                     pubsub_rows(server.url, options.quick),

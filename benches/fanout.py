@@ -6,14 +6,15 @@
 `--procs` worker processes each hold members/procs `new_channel()` members
 of one group, each awaiting `receive()` in a task of its own, as a consumer
 does. This process then makes `--sends` group_send calls (default 50, or 20
-from 10,000 members), 10 ms apart, each carrying its publish time. Latency
-is arrival minus publish time; deliveries/s counts every delivery from the
-first publish to the last arrival. CPU is counted from the first publish to
-the end: the client's over this process and the workers, the server's from
-/proc. RSS is a worker's growth for its members and their waiting receives.
-"call ms" is how long a group_send takes its caller (median), "server
-ms/call" the server's CPU per group_send. Each figure is the median of
-`--runs` runs.
+from 10,000 members), one every 10 ms, each carrying its publish time.
+Latency is arrival minus publish time; deliveries/s counts every delivery
+from the first publish to the last arrival. CPU is counted from the first
+publish to the end: the client's over this process and the workers,
+redis-server's from its INFO, nats-server's from /proc. RSS is a worker's
+growth for its members and their waiting receives. "call ms" is how long a
+group_send takes its caller (median), "server ms/call" the server's CPU per
+group_send. Each figure is the median of `--runs` runs. `--chart PNG` draws
+deliveries/s and p99.
 """
 
 import argparse
@@ -61,10 +62,19 @@ def rss():
 
 
 def cpu_of(pid):
-    """User + system CPU seconds of process `pid` so far."""
+    """User + system CPU seconds of process `pid` so far (10 ms ticks)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def redis_cpu(url):
+    """redis-server's CPU seconds so far, from INFO (to the microsecond)."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        info = client.info("cpu")
+    return info["used_cpu_sys"] + info["used_cpu_user"]
 
 
 def worker(backend, url, members, sends, pipe):
@@ -131,7 +141,7 @@ async def publish(backend, url, sends, pipes):
     return layer, growth
 
 
-def one_run(name, url, server_pid, members, sends, procs):
+def one_run(name, url, server_cpu_of, members, sends, procs):
     backend, _ = LAYERS[name]
     context = multiprocessing.get_context("spawn")
     ends = [context.Pipe() for _ in range(procs)]
@@ -146,7 +156,7 @@ def one_run(name, url, server_pid, members, sends, procs):
     pipes = [parent for parent, _ in ends]
     try:
         return asyncio.run(
-            measure(backend, url, server_pid, members, sends, pipes, workers)
+            measure(backend, url, server_cpu_of, members, sends, pipes, workers)
         )
     finally:
         for process in workers:
@@ -155,21 +165,25 @@ def one_run(name, url, server_pid, members, sends, procs):
                 process.kill()
 
 
-async def measure(backend, url, server_pid, members, sends, pipes, workers):
+async def measure(backend, url, server_cpu_of, members, sends, pipes, workers):
     layer, growth = await publish(backend, url, sends, pipes)
     deadline = time.time() + sends * SPACING + 60
     for pipe in pipes:
         pipe.send(deadline)
-    server_cpu, own_cpu = cpu_of(server_pid), time.process_time()
+    server_cpu, own_cpu = server_cpu_of(), time.process_time()
     first, calls = time.time(), []
     for n in range(sends):
+        # On a fixed cadence: a slow group_send delays only the next one.
+        await asyncio.sleep(first + n * SPACING - time.time())
         started = time.perf_counter()
         await layer.group_send(GROUP, {"type": "fan.out", "n": n, "t": time.time()})
         calls.append(time.perf_counter() - started)
-        await asyncio.sleep(SPACING)
     own_cpu = time.process_time() - own_cpu
-    reports = [pipe.recv() for pipe in pipes]
-    server_cpu = cpu_of(server_pid) - server_cpu
+    # Not a blocking recv(): a layer that buffers its writes (channels-nats)
+    # needs the loop to flush the last group_send.
+    loop = asyncio.get_running_loop()
+    reports = [await loop.run_in_executor(None, pipe.recv) for pipe in pipes]
+    server_cpu = server_cpu_of() - server_cpu
     latencies = sorted(ms for report in reports for ms in report[1])
     delivered = len(latencies)
     last = max(report[3] for report in reports)
@@ -239,13 +253,18 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--server", choices=["redis", "valkey"], default=None)
     parser.add_argument("--layers", default=",".join(LAYERS))
+    parser.add_argument("--chart", metavar="PNG", help="also draw the results here")
     options = parser.parse_args()
     if options.server:
         redis_server.use(options.server)
     redis = redis_server.RedisServer()
     nats, nats_url = nats_server()
-    servers = {"redis": (redis.url, redis.process.pid), "nats": (nats_url, nats.pid)}
+    servers = {
+        "redis": (redis.url, lambda: redis_cpu(redis.url)),
+        "nats": (nats_url, lambda: cpu_of(nats.pid)),
+    }
     names = options.layers.split(",")
+    results = {}  # members -> layer -> medians
     print(
         f"Fan-out, {options.procs} worker processes, {os.cpu_count()} cores; "
         f"{redis_server.server_binary()}; per delivery: client and server CPU"
@@ -257,17 +276,48 @@ def main():
             print(f"\n{members:,} members × {sends} group_sends, {spacing}")
             print(f"{'layer':22}" + "".join(f"{c:>15}" for c in COLUMNS))
             for name in names:
-                url, pid = servers[LAYERS[name][1]]
+                url, server_cpu_of = servers[LAYERS[name][1]]
                 runs = [
-                    one_run(name, url, pid, members, sends, options.procs)
+                    one_run(name, url, server_cpu_of, members, sends, options.procs)
                     for _ in range(options.runs)
                 ]
                 medians = {k: statistics.median(r[k] for r in runs) for k in COLUMNS}
+                results.setdefault(members, {})[name] = medians
                 cells = (form.format(medians[k]) for k, form in COLUMNS.items())
                 print(f"{name:22}" + "".join(f"{c:>15}" for c in cells), flush=True)
     finally:
         redis.stop()
         nats.terminate()
+    if options.chart:
+        chart(results, options.chart)
+
+
+def chart(results, path):
+    """Deliveries/s and p99 of each layer at each size, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    sizes = list(results)
+    names = list(results[sizes[0]])
+    bar = 1 / (len(names) + 1)
+    for ax, key, label in (
+        (axes[0], "deliveries/s", "deliveries per second (higher is better)"),
+        (axes[1], "p99", "p99 latency, ms, log scale (lower is better)"),
+    ):
+        for at, name in enumerate(names):
+            values = [results[size][name][key] for size in sizes]
+            ax.bar([n + at * bar for n in range(len(sizes))], values, bar, label=name)
+        ax.set_xticks([n + bar * (len(names) - 1) / 2 for n in range(len(sizes))])
+        ax.set_xticklabels([f"{size:,} members" for size in sizes])
+        ax.set_title(label, fontsize=10)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    print(f"\nchart: {path}")
 
 
 if __name__ == "__main__":
