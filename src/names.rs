@@ -99,7 +99,7 @@ pub fn client_prefix() -> String {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        bytes = (nanos ^ u128::from(std::process::id()) << 96).to_be_bytes();
+        bytes = (nanos ^ u128::from(crate::process::id()) << 96).to_be_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

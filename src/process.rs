@@ -5,7 +5,37 @@
 //! cannot go on in the child, and must not be undone there either.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
+
+/// This process's id; 0 until read, and again in a forked child.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// This process's id, as `id()` but without its system call
+/// (glibc stopped caching getpid) on every operation: every layer call
+/// asks it, to notice a fork.
+pub fn id() -> u32 {
+    static WATCH: Once = Once::new();
+    WATCH.call_once(|| {
+        #[cfg(unix)]
+        {
+            extern "C" fn forked() {
+                PID.store(0, Ordering::Relaxed);
+            }
+            // SAFETY: registers a handler that only stores to an atomic,
+            // which is async-signal-safe, as a fork's child handler must be.
+            unsafe { libc::pthread_atfork(None, None, Some(forked)) };
+        }
+    });
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
 
 /// A value that the first access in a forked child renews with `after_fork`.
 pub struct PerProcess<T> {
@@ -22,7 +52,7 @@ pub fn renew<T>(value: &mut T, fresh: T) {
 impl<T> PerProcess<T> {
     pub fn new(value: T, after_fork: impl Fn(&mut T) + Send + Sync + 'static) -> Self {
         PerProcess {
-            value: Mutex::new((std::process::id(), value)),
+            value: Mutex::new((id(), value)),
             after_fork: Box::new(after_fork),
         }
     }
@@ -30,7 +60,7 @@ impl<T> PerProcess<T> {
     /// A value this process's own.
     pub fn lock(&self) -> Guard<'_, T> {
         let mut guard = self.value.lock().unwrap_or_else(|p| p.into_inner());
-        let pid = std::process::id();
+        let pid = id();
         if guard.0 != pid {
             guard.0 = pid;
             (self.after_fork)(&mut guard.1);

@@ -39,7 +39,7 @@ struct Process {
 static RUNTIME: Mutex<Option<Process>> = Mutex::new(None);
 
 fn with_process<R>(f: impl FnOnce(&Process) -> R) -> PyResult<R> {
-    let pid = std::process::id();
+    let pid = crate::process::id();
     let mut slot = RUNTIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -102,7 +102,7 @@ pub struct Stats {
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            pid: AtomicU32::new(std::process::id()),
+            pid: AtomicU32::new(crate::process::id()),
             counts: Default::default(),
             drops: Default::default(),
             places: PerProcess::new(Places::new(), |places| renew(places, Places::new())),
@@ -113,7 +113,7 @@ impl Default for Stats {
 impl Stats {
     /// Zeroes what a parent process counted, once in each child.
     fn own(&self) {
-        let pid = std::process::id();
+        let pid = crate::process::id();
         if self.pid.load(Ordering::Relaxed) != pid && self.pid.swap(pid, Ordering::AcqRel) != pid {
             for counter in self.counts.iter().chain(&self.drops) {
                 counter.store(0, Ordering::Relaxed);

@@ -29,7 +29,7 @@ const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
 /// on first use.
 pub fn watch(queue: &Arc<Queue>) -> PyResult<()> {
     let mut watched = WATCHDOG.lock().unwrap_or_else(|p| p.into_inner());
-    let pid = std::process::id();
+    let pid = crate::process::id();
     if watched.pid != pid {
         *watched = Watchdog {
             pid,

@@ -85,7 +85,7 @@ impl Watched {
 
     /// Starts this process's watcher, once.
     fn watch(self: &Arc<Self>) {
-        let pid = std::process::id();
+        let pid = crate::process::id();
         if self.watcher_pid.swap(pid, Ordering::AcqRel) == pid {
             return;
         }
