@@ -64,21 +64,32 @@ async def stopped(tasks):
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def round_trip(layer, count, local=False):
-    """send, then wait until a consumer has it, one message at a time."""
-    channel = await layer.new_channel() if local else "bench-rt"
+async def one_by_one(layer, channel, count, rate=None):
+    """Sends `count` messages to `channel`, each once a consumer has the one
+    before, back to back or `rate` a second. Returns the wall and process
+    CPU (every thread) seconds it took."""
     message = {"type": "bench.message", "text": "hello"}
     await warm(layer, channel)
     arrived = asyncio.Event()
     task = consumer(layer, channel, lambda _: arrived.set())
-    start = time.perf_counter()
-    for _ in range(count):
+    await asyncio.sleep(0.1)  # its first receive is waiting
+    wall, cpu = time.perf_counter(), time.process_time()
+    for n in range(count):
+        if rate:
+            await asyncio.sleep(wall + n / rate - time.perf_counter())
         await layer.send(channel, message)
         await arrived.wait()
         arrived.clear()
-    rate = count / (time.perf_counter() - start)
+    took = time.perf_counter() - wall, time.process_time() - cpu
     await stopped([task])
-    return rate
+    return took
+
+
+async def round_trip(layer, count, local=False):
+    """send, then wait until a consumer has it, one message at a time."""
+    channel = await layer.new_channel() if local else "bench-rt"
+    wall, _ = await one_by_one(layer, channel, count)
+    return count / wall
 
 
 async def concurrent_pairs(layer, pairs, per_pair, local=False):
@@ -451,30 +462,23 @@ def bulk_rows(url, quick):
 
 
 async def cpu_per_round_trip(layer, count, rate=None):
-    """Process CPU (every thread) per round trip through a consumer, sending
-    `rate` messages a second, or back to back without it; and with rate 0,
-    the share of a core used over `count` seconds with a receive pending and
-    nothing sent: a quiet consumer's idle cost."""
+    """Process CPU µs per round trip through a consumer on a new_channel()."""
+    _, cpu = await one_by_one(layer, await layer.new_channel(), count, rate)
+    return cpu / count * 1e6
+
+
+async def idle_cpu(layer, seconds):
+    """The share of a core a quiet consumer uses: a receive pending, nothing
+    sent."""
     channel = await layer.new_channel()
     await warm(layer, channel)
-    arrived = asyncio.Event()
-    task = consumer(layer, channel, lambda _: arrived.set())
+    task = consumer(layer, channel, lambda _: None)
     await asyncio.sleep(0.1)
-    message = {"type": "bench.message", "text": "hello"}
-    start, wall = time.process_time(), time.perf_counter()
-    if rate == 0:
-        await asyncio.sleep(count)
-    for n in range(count if rate != 0 else 0):
-        if rate:
-            await asyncio.sleep(wall + n / rate - time.perf_counter())
-        await layer.send(channel, message)
-        await arrived.wait()
-        arrived.clear()
-    cpu = time.process_time() - start
+    wall, cpu = time.perf_counter(), time.process_time()
+    await asyncio.sleep(seconds)
+    share = (time.process_time() - cpu) / (time.perf_counter() - wall) * 100
     await stopped([task])
-    if rate == 0:
-        return cpu / (time.perf_counter() - wall) * 100
-    return cpu / count * 1e6
+    return share
 
 
 def light_load_rows(url, quick):
@@ -494,12 +498,12 @@ def light_load_rows(url, quick):
         ("channels in-memory", channels.layers.InMemoryChannelLayer, {}),
     ]
     for name, cls, config in layers:
-        run = functools.partial(measure, [(cls, config)], cpu_per_round_trip)
+        run = functools.partial(measure, [(cls, config)])
         yield (
             name,
-            *run(100 // scale, 50),
-            *run(2000 // scale),
-            *run(2 / scale, 0),
+            *run(cpu_per_round_trip, 100 // scale, 50),
+            *run(cpu_per_round_trip, 2000 // scale),
+            *run(idle_cpu, 2 / scale),
         )
 
 
@@ -589,7 +593,8 @@ def main():
     parser.add_argument(
         "--only",
         choices=["memory", "redis", "wakeups", "bulk", "cpu"],
-        help="one layer's tables, or only the bridge's ways to wake a loop",
+        help="one layer's tables, the bridge's ways to wake a loop, bulk "
+        "operations, or CPU per message at light load",
     )
     parser.add_argument("--chart", metavar="PNG", help="also draw the tables here")
     options = parser.parse_args()
@@ -621,9 +626,9 @@ def main():
                     ["rs loop", "channels_redis"],
                     first="rs bulk",
                 )
+            if options.only == "cpu":
+                print_cpu_table(light_load_rows(server.url, options.quick))
             if options.only in ("bulk", "cpu"):
-                if options.only == "cpu":
-                    print_cpu_table(light_load_rows(server.url, options.quick))
                 return
             if options.only != "wakeups":
                 print_table(

@@ -11,8 +11,8 @@ use std::sync::{Mutex, MutexGuard, Once};
 /// This process's id; 0 until read, and again in a forked child.
 static PID: AtomicU32 = AtomicU32::new(0);
 
-/// This process's id, as `id()` but without its system call
-/// (glibc stopped caching getpid) on every operation: every layer call
+/// This process's id, as `std::process::id()` but without its system
+/// call (glibc stopped caching getpid) on every operation: every layer call
 /// asks it, to notice a fork.
 pub fn id() -> u32 {
     static WATCH: Once = Once::new();
