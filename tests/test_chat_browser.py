@@ -229,31 +229,38 @@ def open_live_page(browser, site, layer):
     return page
 
 
+def read_all(page, selector, script):
+    """`script` (of an element `e`) for each match of `selector`, in one call.
+
+    The live page redraws its lists while it runs, so elements found by one
+    WebDriver call can be gone by the next; one script sees one state.
+    """
+    return page.execute_script(
+        f"return Array.from(document.querySelectorAll(arguments[0]), e => {script})",
+        selector,
+    )
+
+
 def people_in(page, room):
     """{name: (server, shown as on this page's server)} of `room`'s users."""
-    from selenium.webdriver.common.by import By
-
     people = {}
-    for row in page.find_elements(By.CSS_SELECTOR, "#people li"):
-        name, _, rest = row.text.partition(f" in {room} (")
+    rows = read_all(page, "#people li", "[e.innerText, e.className]")
+    for text, classes in rows:
+        name, _, rest = text.strip().partition(f" in {room} (")
         if rest:
-            people[name] = (rest.rstrip(")"), "here" in row.get_attribute("class"))
+            people[name] = (rest.rstrip(")"), "here" in classes.split())
     return people
 
 
 def stat(page, name):
-    from selenium.webdriver.common.by import By
-
-    row = page.find_element(By.CSS_SELECTOR, f'#stats tr[data-stat="{name}"]')
-    return int(row.find_elements(By.TAG_NAME, "td")[1].text)
+    cells = read_all(page, f'#stats tr[data-stat="{name}"] td', "e.textContent")
+    return int(cells[1])
 
 
 def latencies(page):
     """The chart's bars, in milliseconds."""
-    from selenium.webdriver.common.by import By
-
-    bars = page.find_elements(By.CSS_SELECTOR, "#latency rect title")
-    return [float(bar.get_attribute("textContent").split()[0]) for bar in bars]
+    titles = read_all(page, "#latency rect title", "e.textContent")
+    return [float(title.split()[0]) for title in titles]
 
 
 def test_live_page_on_one_server(pages, browser, one_server):
