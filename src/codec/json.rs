@@ -8,7 +8,7 @@ use serde_json::Value;
 pub fn append_entry(
     body: &[u8],
     key: &str,
-    names: &[String],
+    names: &[&str],
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     let open = body

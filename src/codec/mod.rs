@@ -135,7 +135,7 @@ impl Serializer {
     /// The stored form of a `body`, with `__asgi_channel__: [names]` added
     /// at the end: the same bytes as serializing the dict with that entry.
     /// Needs no GIL, but for a custom serializer.
-    pub fn seal(&self, body: &Body, names: &[String]) -> Result<Vec<u8>, String> {
+    pub fn seal(&self, body: &Body, names: &[&str]) -> Result<Vec<u8>, String> {
         let body = match (body, &self.format) {
             (Body::Plain(body), _) => body,
             (Body::Message(message), _) => {

@@ -47,7 +47,7 @@ pub fn encode_with_entry(
 pub fn append_entry(
     body: &[u8],
     key: &str,
-    names: &[String],
+    names: &[&str],
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     let (count, rest) = match body.split_first() {
@@ -66,6 +66,9 @@ pub fn append_entry(
         _ => return Err("the message body is not a msgpack map".to_owned()),
     };
     let count = u32::try_from(count + 1).map_err(|err| err.to_string())?;
+    // At most 5 bytes of header per string: one allocation for a big group's copy.
+    let names_len: usize = names.iter().map(|name| name.len() + 5).sum();
+    out.reserve(10 + rest.len() + key.len() + names_len);
     let fail = |err: rmp::encode::ValueWriteError| err.to_string();
     rmp::encode::write_map_len(out, count).map_err(fail)?;
     out.extend_from_slice(rest);
@@ -527,7 +530,7 @@ mod tests {
         // fixmap 15 -> map16, map16 65535 -> map32: the marker grows as packb's would.
         for (count, marker) in [(0, 0x81), (14, 0x8f), (15, 0xde), (65_535, 0xdf)] {
             let mut out = Vec::new();
-            append_entry(&map_of(count), REPLY, &["a!1".to_owned()], &mut out).unwrap();
+            append_entry(&map_of(count), REPLY, &["a!1"], &mut out).unwrap();
             assert_eq!(out[0], marker, "{count} entries");
             let opened = scanned(&out).unwrap();
             assert_eq!(opened.reply, Some(vec!["a!1".to_owned()]));

@@ -47,10 +47,10 @@ type Member = (usize, Vec<u8>, f64, bool);
 pub(super) type CapacityOf = Arc<dyn Fn(&[String]) -> Vec<i64> + Send + Sync>;
 
 /// One group_send copy: for the members whose messages wait in `key`.
-struct GroupCopy {
+struct GroupCopy<'m> {
     key: String,
     shard: usize,
-    members: Vec<String>,
+    members: Vec<&'m str>,
     capacity: i64,
 }
 
@@ -540,7 +540,7 @@ impl Queues {
     async fn write_copies(
         &self,
         shard: usize,
-        batch: &[&GroupCopy],
+        batch: &[&GroupCopy<'_>],
         sealed: Vec<Vec<Vec<u8>>>,
         now: f64,
     ) -> Result<i64, Failure> {
@@ -593,19 +593,19 @@ impl Queues {
 
     /// One copy per queue key, naming every member on that key; its
     /// capacity is its first member's, as channels_redis has it.
-    fn copies(&self, members: &[String], capacities: Vec<i64>) -> Vec<GroupCopy> {
+    fn copies<'m>(&self, members: &'m [String], capacities: Vec<i64>) -> Vec<GroupCopy<'m>> {
         let mut copies: Vec<GroupCopy> = Vec::new();
         let mut by_queue: HashMap<&str, usize> = HashMap::new();
         for (member, capacity) in members.iter().zip(capacities) {
             let queue = non_local_name(member);
             match by_queue.get(queue) {
-                Some(&at) => copies[at].members.push(member.clone()),
+                Some(&at) => copies[at].members.push(member),
                 None => {
                     by_queue.insert(queue, copies.len());
                     copies.push(GroupCopy {
                         key: self.key(queue),
                         shard: consistent_hash(queue, self.shards.len()),
-                        members: vec![member.clone()],
+                        members: vec![member],
                         capacity,
                     });
                 }
