@@ -10,7 +10,7 @@ import pytest
 from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
 from conftest import until
 from redis_cluster import ask
-from redis_server import RedisServer
+from redis_server import Monitor, RedisServer
 
 SECRETS = ("wrong-s3cret", "sentinel-s3cret", "master-s3cret", "fernet-s3cret")
 
@@ -190,3 +190,25 @@ async def test_runs_as_an_acl_user_with_only_what_the_readme_grants(deployment):
         for server in servers:
             ask(server, "ACL", "DELUSER", "layer")
             ask(server, "ACL", "LOG", "RESET")
+
+
+async def test_a_user_without_client_tracking_reads_each_group_every_time(own_redis):
+    """The README's line less CLIENT|TRACKING: group_send works as before,
+    reading the members on each call, and asks for tracking once only."""
+    rules = [rule for rule in readme_acl() if rule != "+client|tracking"]
+    assert len(rules) == len(readme_acl()) - 1
+    assert ask(own_redis, "ACL", "SETUSER", "untracked", *rules) == b"+OK\r\n"
+    url = f"redis://untracked:layer-pass@127.0.0.1:{own_redis.port}"
+    layer = RedisChannelLayer(hosts=[url])
+    await layer.group_add("room", "worker.one")
+    await layer.group_send("room", {"type": "m", "n": 0})
+    monitor = Monitor(own_redis)
+    for n in (1, 2):
+        await layer.group_send("room", {"type": "m", "n": n})
+    sent = [name for name, _ in monitor.commands()]
+    assert sent == ["ZREMRANGEBYSCORE", "ZRANGE", "EVALSHA"] * 2, sent
+    for n in range(3):
+        assert (await layer.receive("worker.one"))["n"] == n
+    stats = ask(own_redis, "INFO", "commandstats").decode()
+    assert "cmdstat_client|tracking:calls=0," in stats, stats
+    assert "rejected_calls=1," in stats.split("cmdstat_client|tracking:")[1].split()[0]

@@ -21,6 +21,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use super::backoff::{paced, Outage};
 use super::failure::Failure;
 use super::sentinel::Watched;
+use super::tracking::Tracked;
 use crate::process::{renew, PerProcess};
 use crate::stats::{Count, Stats};
 
@@ -195,6 +196,21 @@ struct Connections {
     /// one made is a reconnect (a failover, if to another master).
     lost: Option<u64>,
     idle_blocking: Vec<Blocking>,
+    tracking: Tracking,
+    /// Held while the tracked connection is made.
+    tracking_turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The connection that keeps group members (see `tracking`).
+#[derive(Default)]
+enum Tracking {
+    #[default]
+    Untried,
+    Live(Arc<Tracked>),
+    /// The server refuses tracking: members are read every time.
+    Refused,
+    /// Made or used in vain at this time: not tried again for a second.
+    Failed(Instant),
 }
 
 pub struct Shard {
@@ -315,6 +331,70 @@ impl Shard {
             }
         }
         Err(failure.expect("a cluster has at least one startup node"))
+    }
+
+    /// The connection that keeps group members fresh, if the server
+    /// tracks keys for it. Not on a cluster: a group's slot may move.
+    pub async fn tracked(&self) -> Option<Arc<Tracked>> {
+        if self.is_cluster() {
+            return None;
+        }
+        let current = self.generation();
+        let kept = || {
+            self.with_state(|state| match &state.tracking {
+                Tracking::Live(tracked) if tracked.generation == current => {
+                    Err(Some(Arc::clone(tracked)))
+                }
+                Tracking::Refused => Err(None),
+                Tracking::Failed(at) if at.elapsed() < Duration::from_secs(1) => Err(None),
+                // Not before the shared connection proves the server there:
+                // while it is not, a caller waits on one connection only.
+                _ if state.shared.is_none() => Err(None),
+                _ => Ok(Arc::clone(&state.tracking_turn)),
+            })
+        };
+        let turn = match kept() {
+            Ok(turn) => turn,
+            Err(tracked) => return tracked,
+        };
+        let _turn = turn.lock().await;
+        if let Err(tracked) = kept() {
+            return tracked;
+        }
+        let (client, generation) = self.client().await.ok()?;
+        let timeouts = self.timeouts;
+        let made = Tracked::connect(&client, generation, timeouts.connect, timeouts.reply).await;
+        let (tracking, tracked) = match made {
+            Ok(tracked) => {
+                let tracked = Arc::new(tracked);
+                (Tracking::Live(Arc::clone(&tracked)), Some(tracked))
+            }
+            Err(err) if breaks(&err) || err.is_timeout() => {
+                (Tracking::Failed(Instant::now()), None)
+            }
+            Err(err) => {
+                log::info!(target: "channels_rs", "Redis at {}: group_send reads each group's members every time, as the server refuses client-side caching: {err}", self.name);
+                (Tracking::Refused, None)
+            }
+        };
+        self.with_state(|state| state.tracking = tracking);
+        tracked
+    }
+
+    /// Forgets what is kept of the group at `key`, which this process
+    /// just changed: the next group_send need not wait for Redis to say so.
+    pub fn changed(&self, key: &str) {
+        self.with_state(|state| {
+            if let Tracking::Live(tracked) = &state.tracking {
+                tracked.forget(key);
+            }
+        });
+    }
+
+    /// Forgets the tracked connection after it failed; members are read
+    /// on the shared one meanwhile.
+    pub fn drop_tracked(&self) {
+        self.with_state(|state| state.tracking = Tracking::Failed(Instant::now()));
     }
 
     /// The generation of the master connections must be made to now.
@@ -541,6 +621,7 @@ impl Shard {
         self.with_state(|state| {
             state.shared = None;
             state.idle_blocking.clear();
+            state.tracking = Tracking::Untried;
         });
     }
 }

@@ -399,7 +399,9 @@ impl RedisCore {
     ) -> PyResult<Work<Vec<String>>> {
         let group = names::group(py, group)?;
         let queues = Arc::clone(&self.queues);
-        Ok(Box::pin(async move { queues.group_members(&group).await }))
+        Ok(Box::pin(async move {
+            Ok(queues.group_members(&group).await?.names.clone())
+        }))
     }
 
     /// Sends `messages` to `channel` in one script: all, or ChannelFull.

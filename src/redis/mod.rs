@@ -2,7 +2,8 @@
 //! classes Python calls. Under them, `queues` holds the core layer's logic,
 //! with `backup` for popped messages, and `subscriptions` the pub/sub
 //! layer's, with a `listener` per shard; both reach each shard through
-//! `connections`, and `failure` says what went wrong.
+//! `connections`, and `failure` says what went wrong. `tracking` keeps
+//! group members between group_sends.
 
 mod backoff;
 mod backup;
@@ -19,6 +20,7 @@ mod ring;
 mod scripts;
 mod sentinel;
 mod subscriptions;
+mod tracking;
 
 pub use layer::RedisCore;
 pub use pubsub::PubSubCore;

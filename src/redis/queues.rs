@@ -14,6 +14,7 @@ use super::failure::{passing, Failure};
 use super::inbox::{Buffered, Inbox};
 use super::ring::consistent_hash;
 use super::scripts;
+use super::tracking::Members;
 use crate::clock::unix_now;
 use crate::codec::{Body, Serializer};
 use crate::errors::REPLY_CHANNEL_KEY;
@@ -421,6 +422,7 @@ impl Queues {
             .arg(self.group_expiry)
             .arg(&channel);
         let _: redis::Value = self.shards[shard].run(&invocation).await?;
+        self.shards[shard].changed(&self.group_key(group));
         let mut process = self.process();
         process
             .joined
@@ -435,6 +437,7 @@ impl Queues {
         let mut command = redis::cmd("ZREM");
         command.arg(self.group_key(group)).arg(&channel);
         let _: i64 = self.shards[shard].run(&command).await?;
+        self.shards[shard].changed(&self.group_key(group));
         let mut process = self.process();
         if let Some(members) = process.joined.get_mut(group) {
             members.remove(&channel);
@@ -445,15 +448,32 @@ impl Queues {
         Ok(())
     }
 
-    /// The members of `group`, stale ones dropped first. Two commands sent
-    /// together, as channels_redis reads them, not a script: a script's
-    /// reply crosses Lua twice, which costs Redis as much again for a big
-    /// group. Not a pipeline either: on a connection the server refuses
-    /// (maxclients), a pipeline reports a broken pipe instead of its words.
-    pub(super) async fn group_members(&self, group: &str) -> Result<Vec<String>, Failure> {
+    /// The members of `group`, stale ones dropped first: kept between
+    /// calls where the server tracks them for us (`tracking`), else read.
+    pub(super) async fn group_members(&self, group: &str) -> Result<Arc<Members>, Failure> {
         let shard = &self.shards[consistent_hash(group, self.shards.len())];
         let key = self.group_key(group);
         let stale = older_than(unix_now(), self.group_expiry);
+        if let Some(tracked) = shard.tracked().await {
+            match tracked.members(&key, stale).await {
+                Ok(members) => return Ok(members),
+                // A server that does not answer would not answer the
+                // shared connection either: the caller waits once.
+                Err(err) if err.is_timeout() => {
+                    shard.drop_tracked();
+                    return Err(shard.failed(err));
+                }
+                Err(err) => {
+                    log::debug!(target: "channels_rs", "Redis at {}: the tracked connection failed, reading group members on the shared one: {err}", shard.name);
+                    shard.drop_tracked();
+                }
+            }
+        }
+        // Two commands sent together, as channels_redis reads them, not a
+        // script: a script's reply crosses Lua twice, which costs Redis as
+        // much again for a big group. Not a pipeline either: on a
+        // connection the server refuses (maxclients), a pipeline reports a
+        // broken pipe instead of its words.
         let mut trim = redis::cmd("ZREMRANGEBYSCORE");
         trim.arg(&key).arg(0).arg(stale);
         // Above `stale` whichever command runs first.
@@ -462,9 +482,9 @@ impl Queues {
             .arg(format!("({stale}"))
             .arg("+inf")
             .arg("BYSCORE");
-        let (_, members): (i64, Vec<String>) =
+        let (_, names): (i64, Vec<String>) =
             futures_util::future::try_join(shard.run(&trim), shard.run(&read)).await?;
-        Ok(members)
+        Ok(Arc::new(Members::read(names)))
     }
 
     /// Sends each of `bodies` to every member of each of `groups`. The
@@ -487,11 +507,12 @@ impl Queues {
         let memberships = futures_util::future::try_join_all(read).await?;
         let mut copies = Vec::new();
         for members in &memberships {
+            let names = &members.names;
             let capacities = match &capacity_of {
-                Some(capacity_of) => capacity_of(members),
-                None => vec![default_capacity; members.len()],
+                Some(capacity_of) => capacity_of(names),
+                None => vec![default_capacity; names.len()],
             };
-            copies.extend(self.copies(members, capacities));
+            copies.extend(self.copies(names, capacities));
         }
         // One write per shard; on a cluster one per key (keys of a script
         // must share a slot), all sent at once, so each node gets its share
@@ -525,7 +546,7 @@ impl Queues {
             .await?
             .into_iter()
             .sum();
-        let members = memberships.iter().map(Vec::len).sum();
+        let members = memberships.iter().map(|members| members.names.len()).sum();
         self.delivered(&groups, bodies.len(), full, members);
         Ok(())
     }

@@ -1,0 +1,221 @@
+//! Group members kept in this process between group_sends, so that a big
+//! group's names cross the network once, not on every call. Redis's
+//! client-side caching keeps them fresh: the read goes on a RESP3
+//! connection of its own with CLIENT TRACKING on, and Redis pushes an
+//! invalidation on that connection when anyone changes a key it read. A
+//! cached group is used only after a PING on the same connection: replies
+//! and pushes arrive in order, so every change made before the PING has
+//! been applied by the time its answer comes.
+//!
+//! A server that refuses (Redis before 6, an ACL user without HELLO or
+//! CLIENT|TRACKING) leaves the layer reading every time, as channels_redis
+//! does.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use redis::{
+    AsyncConnectionConfig, Client, FromRedisValue, ProtocolVersion, PushInfo, PushKind,
+    RedisResult, Value,
+};
+
+use super::connections::{within, Connection, Request};
+
+/// More groups than this, and the cache starts over: a site with a group
+/// per user sends to each one rarely, and must not hold them all.
+const MOST_GROUPS: usize = 4096;
+
+/// A group's members as last read, in ZRANGE's order.
+pub struct Members {
+    pub names: Vec<String>,
+    /// The score (join time) of the longest-standing member; once that is
+    /// stale, the group is trimmed and read again.
+    oldest: f64,
+}
+
+/// A tracked connection to one server, and what it has read.
+pub struct Tracked {
+    connection: Connection,
+    /// Of the master it was made to (see `sentinel`).
+    pub generation: u64,
+    cache: Arc<Mutex<Cache>>,
+    reply: Duration,
+}
+
+#[derive(Default)]
+struct Cache {
+    groups: HashMap<Vec<u8>, Entry>,
+    /// Counts the times everything was forgotten: a read that began
+    /// before is not kept.
+    epoch: u64,
+}
+
+#[derive(Default)]
+struct Entry {
+    /// Counts invalidations of this key: a read that began before one is
+    /// not kept, as it may predate the change.
+    version: u64,
+    members: Option<Arc<Members>>,
+}
+
+impl Members {
+    /// Members read without tracking: never kept.
+    pub fn read(names: Vec<String>) -> Self {
+        Members {
+            names,
+            oldest: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl Cache {
+    fn invalidated(&mut self, push: PushInfo) {
+        let keys = match push.data.first() {
+            Some(Value::Array(keys)) if push.kind == PushKind::Invalidate => keys,
+            // A FLUSHALL (no key named), or the connection closed.
+            _ => return self.forget(),
+        };
+        for key in keys {
+            if let Value::BulkString(key) = key {
+                self.changed(key);
+            }
+        }
+    }
+
+    fn changed(&mut self, key: &[u8]) {
+        if let Some(entry) = self.groups.get_mut(key) {
+            entry.version += 1;
+            entry.members = None;
+        }
+    }
+
+    fn forget(&mut self) {
+        self.groups.clear();
+        self.epoch += 1;
+    }
+
+    fn members(&self, key: &str) -> Option<&Arc<Members>> {
+        self.groups.get(key.as_bytes())?.members.as_ref()
+    }
+}
+
+impl Tracked {
+    /// Connects to the server `client` reaches, with tracking on.
+    pub async fn connect(
+        client: &Client,
+        generation: u64,
+        connect: Duration,
+        reply: Duration,
+    ) -> RedisResult<Tracked> {
+        let info = client.get_connection_info().clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = Client::open(info.set_redis_settings(settings))?;
+        let cache = Arc::new(Mutex::new(Cache::default()));
+        let pushed = Arc::clone(&cache);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect))
+            .set_response_timeout(Some(reply))
+            .set_push_sender(move |push: PushInfo| {
+                lock(&pushed).invalidated(push);
+                Ok::<(), ()>(())
+            });
+        let mut connection = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let mut tracking = redis::cmd("CLIENT");
+        tracking.arg("TRACKING").arg("ON");
+        within(reply, tracking.query_async::<()>(&mut connection)).await?;
+        Ok(Tracked {
+            connection: Connection::Server(connection),
+            generation,
+            cache,
+            reply,
+        })
+    }
+
+    /// The members of the group at `key` who joined after `stale`. Cached
+    /// ones need one PING; others are read, stale members trimmed first
+    /// as channels_redis does, in one round trip.
+    pub async fn members(&self, key: &str, stale: u64) -> RedisResult<Arc<Members>> {
+        let fresh = |cache: &Cache| {
+            let members = cache.members(key)?;
+            (members.oldest > stale as f64).then(|| Arc::clone(members))
+        };
+        if lock(&self.cache).members(key).is_some() {
+            let ping = redis::cmd("PING");
+            self.run::<()>(&ping).await?;
+            if let Some(members) = fresh(&lock(&self.cache)) {
+                return Ok(members);
+            }
+        }
+        let (epoch, version) = {
+            let cache = &mut *lock(&self.cache);
+            let entry = cache.groups.entry(key.as_bytes().to_vec()).or_default();
+            (cache.epoch, entry.version)
+        };
+        let mut read = redis::pipe();
+        read.cmd("ZREMRANGEBYSCORE")
+            .arg(key)
+            .arg(0)
+            .arg(stale)
+            .ignore();
+        // Above `stale` whichever command runs first.
+        read.cmd("ZRANGE")
+            .arg(key)
+            .arg(format!("({stale}"))
+            .arg("+inf")
+            .arg("BYSCORE");
+        read.cmd("ZRANGE").arg(key).arg(0).arg(0).arg("WITHSCORES");
+        let (names, oldest): (Vec<String>, Value) = self.run(&read).await?;
+        let members = Arc::new(Members {
+            names,
+            oldest: first_score(&oldest).unwrap_or(f64::INFINITY),
+        });
+        let mut cache = lock(&self.cache);
+        if cache.epoch == epoch {
+            if cache.groups.len() > MOST_GROUPS {
+                cache.forget();
+            } else if let Some(entry) = cache.groups.get_mut(key.as_bytes()) {
+                if entry.version == version {
+                    entry.members = Some(Arc::clone(&members));
+                }
+            }
+        }
+        Ok(members)
+    }
+
+    /// Forgets the group at `key`, changed by this process.
+    pub fn forget(&self, key: &str) {
+        lock(&self.cache).changed(key.as_bytes());
+    }
+
+    async fn run<T: FromRedisValue + Send>(&self, request: &impl Request) -> RedisResult<T> {
+        let mut connection = self.connection.clone();
+        within(self.reply, request.send(&mut connection)).await
+    }
+}
+
+/// The score of the one member a RESP3 ZRANGE WITHSCORES returned: its
+/// pairs come nested, the score a double. None for an empty group.
+fn first_score(reply: &Value) -> Option<f64> {
+    let Value::Array(pairs) = reply else {
+        return None;
+    };
+    match pairs.first()? {
+        Value::Array(pair) => match pair.get(1)? {
+            Value::Double(score) => Some(*score),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn lock(cache: &Mutex<Cache>) -> MutexGuard<'_, Cache> {
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
