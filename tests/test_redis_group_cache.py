@@ -66,13 +66,32 @@ async def test_a_member_gone_stale_leaves_a_kept_group(redis):
     await layer.flush()
 
 
+async def test_an_expired_group_is_not_kept(redis):
+    """The key expires group_expiry after the last group_add, a little
+    before its members' scores say they are stale."""
+    layer = RedisChannelLayer(hosts=[redis.url], prefix="expired", group_expiry=2)
+    while time.time() % 1 > 0.3:
+        await asyncio.sleep(0.05)
+    await layer.group_add("room", "worker.one")
+    await layer.group_send("room", {"type": "m", "n": 1})
+    await asyncio.sleep(2.2)
+    await layer.group_send("room", {"type": "m", "n": 2})
+    assert [m["n"] for m in await queued(layer, "worker.one")] == [1]
+
+
 async def test_a_flushed_server_leaves_no_kept_group(redis):
     layer = RedisChannelLayer(hosts=[redis.url], prefix="flushed")
+    theirs = UpstreamLayer(hosts=[redis.url], prefix="flushed")
     await layer.group_add("room", "worker.gone")
     await layer.group_send("room", {"type": "m"})
     assert command(redis.port, "FLUSHALL") == b"+OK\r\n"
     await layer.group_send("room", {"type": "m"})
     assert command(redis.port, "DBSIZE") == b":0\r\n"
+    # The empty group was kept; a member another client adds gets the next.
+    await theirs.group_add("room", "worker.new")
+    await layer.group_send("room", {"type": "m", "n": 3})
+    assert [m["n"] for m in await queued(layer, "worker.new")] == [3]
+    await layer.flush()
 
 
 async def test_a_lost_tracking_connection_loses_no_change(own_redis):
@@ -113,7 +132,7 @@ async def test_past_4096_kept_groups_the_cache_starts_over(redis):
     sent = [name for name, _ in monitor.commands()]
     assert sent == [
         *["PING", "EVALSHA"],
-        *["ZREMRANGEBYSCORE", "ZRANGE", "ZRANGE", "EVALSHA"],
+        *["ZREMRANGEBYSCORE", "ZRANGE", "ZRANGE", "ZRANGE", "EVALSHA"],
     ], sent
     await layer.flush()
 

@@ -88,8 +88,8 @@ async def test_capacity(redis):
     await layer.flush()
 
 
-# Trim, members, the oldest member's score: sent together.
-READ_MEMBERS = ["ZREMRANGEBYSCORE", "ZRANGE", "ZRANGE"]
+# Trim, members, the oldest and newest members' scores: sent together.
+READ_MEMBERS = ["ZREMRANGEBYSCORE", "ZRANGE", "ZRANGE", "ZRANGE"]
 
 
 async def test_the_commands_each_operation_sends(layer, redis):

@@ -453,9 +453,10 @@ impl Queues {
     pub(super) async fn group_members(&self, group: &str) -> Result<Arc<Members>, Failure> {
         let shard = &self.shards[consistent_hash(group, self.shards.len())];
         let key = self.group_key(group);
-        let stale = older_than(unix_now(), self.group_expiry);
+        let now = unix_now();
+        let stale = older_than(now, self.group_expiry);
         if let Some(tracked) = shard.tracked().await {
-            match tracked.members(&key, stale).await {
+            match tracked.members(&key, now, self.group_expiry).await {
                 Ok(members) => return Ok(members),
                 // A server that does not answer would not answer the
                 // shared connection either: the caller waits once.
@@ -663,7 +664,7 @@ impl Queues {
 
 /// Scores up to this one are `age` seconds old at `now`, as the scripts
 /// reckon it (`math.floor(now) - age`), and are trimmed.
-fn older_than(now: f64, age: u64) -> u64 {
+pub(super) fn older_than(now: f64, age: u64) -> u64 {
     (now.floor() as u64).saturating_sub(age)
 }
 

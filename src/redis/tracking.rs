@@ -21,6 +21,7 @@ use redis::{
 };
 
 use super::connections::{within, Connection, Request};
+use super::queues::older_than;
 
 /// More groups than this, and the cache starts over: a site with a group
 /// per user sends to each one rarely, and must not hold them all.
@@ -32,6 +33,10 @@ pub struct Members {
     /// The score (join time) of the longest-standing member; once that is
     /// stale, the group is trimmed and read again.
     oldest: f64,
+    /// When the key expires: group_expiry after the newest member joined
+    /// (each group_add sets it so). Redis may delete an expired key only
+    /// when something touches it, and only then says so.
+    expires: f64,
 }
 
 /// A tracked connection to one server, and what it has read.
@@ -65,6 +70,7 @@ impl Members {
         Members {
             names,
             oldest: f64::NEG_INFINITY,
+            expires: f64::NEG_INFINITY,
         }
     }
 }
@@ -137,13 +143,16 @@ impl Tracked {
         })
     }
 
-    /// The members of the group at `key` who joined after `stale`. Cached
-    /// ones need one PING; others are read, stale members trimmed first
-    /// as channels_redis does, in one round trip.
-    pub async fn members(&self, key: &str, stale: u64) -> RedisResult<Arc<Members>> {
+    /// The members of the group at `key` who joined after `stale`, now,
+    /// its members expiring `expiry` seconds after they join. Kept ones
+    /// need one PING; others are read, stale members trimmed first as
+    /// channels_redis does, in one round trip.
+    pub async fn members(&self, key: &str, now: f64, expiry: u64) -> RedisResult<Arc<Members>> {
+        let stale = older_than(now, expiry);
         let fresh = |cache: &Cache| {
             let members = cache.members(key)?;
-            (members.oldest > stale as f64).then(|| Arc::clone(members))
+            let fresh = members.oldest > stale as f64 && now < members.expires;
+            fresh.then(|| Arc::clone(members))
         };
         if lock(&self.cache).members(key).is_some() {
             let ping = redis::cmd("PING");
@@ -170,10 +179,18 @@ impl Tracked {
             .arg("+inf")
             .arg("BYSCORE");
         read.cmd("ZRANGE").arg(key).arg(0).arg(0).arg("WITHSCORES");
-        let (names, oldest): (Vec<String>, Value) = self.run(&read).await?;
+        read.cmd("ZRANGE")
+            .arg(key)
+            .arg(-1)
+            .arg(-1)
+            .arg("WITHSCORES");
+        let (names, oldest, newest): (Vec<String>, Value, Value) = self.run(&read).await?;
+        // An empty group stays empty until someone adds to it, and Redis
+        // says so: it tracks a key read while it did not exist too.
         let members = Arc::new(Members {
             names,
-            oldest: first_score(&oldest).unwrap_or(f64::INFINITY),
+            oldest: only_score(&oldest).unwrap_or(f64::INFINITY),
+            expires: only_score(&newest).map_or(f64::INFINITY, |at| at + expiry as f64),
         });
         let mut cache = lock(&self.cache);
         if cache.epoch == epoch {
@@ -201,7 +218,7 @@ impl Tracked {
 
 /// The score of the one member a RESP3 ZRANGE WITHSCORES returned: its
 /// pairs come nested, the score a double. None for an empty group.
-fn first_score(reply: &Value) -> Option<f64> {
+fn only_score(reply: &Value) -> Option<f64> {
     let Value::Array(pairs) = reply else {
         return None;
     };
