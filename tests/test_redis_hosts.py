@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -234,6 +235,34 @@ async def test_health_check_interval_replaces_a_silent_idle_connection(proxy, in
     else:
         with pytest.raises(TimeoutError):
             await layer.send("idle", {"type": "second"})
+    await layer.flush()
+
+
+@pytest.mark.parametrize("interval", [0.3, None])
+async def test_health_check_interval_covers_the_kept_group_members(proxy, interval):
+    """group_send keeps a group's members on a connection of its own; with
+    health_check_interval, one idle past it is made anew, so the call waits
+    once (on the shared connection's PING), not twice."""
+    entry = {"address": proxy.url, "socket_timeout": 1}
+    if interval:
+        entry["health_check_interval"] = interval
+    layer = RedisChannelLayer(hosts=[entry], prefix="health-group")
+    await layer.group_add("room", "idle")
+    await layer.group_send("room", {"type": "first"})
+    proxy.silence()
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    if interval:
+        await layer.group_send("room", {"type": "second"})
+        assert time.monotonic() - started < 1.8
+        assert [await receive(layer, "idle") for _ in range(2)] == [
+            {"type": "first"},
+            {"type": "second"},
+        ]
+    else:
+        with pytest.raises(TimeoutError):
+            await layer.group_send("room", {"type": "second"})
+        assert time.monotonic() - started < 1.8
     await layer.flush()
 
 

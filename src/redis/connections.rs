@@ -342,7 +342,11 @@ impl Shard {
         let current = self.generation();
         let kept = || {
             self.with_state(|state| match &state.tracking {
-                Tracking::Live(tracked) if tracked.generation == current => {
+                // One idle past the health check interval is made anew, not
+                // PINGed: a PING that times out would cost the caller twice.
+                Tracking::Live(tracked)
+                    if tracked.generation == current && !self.due(tracked.idle()) =>
+                {
                     Err(Some(Arc::clone(tracked)))
                 }
                 Tracking::Refused => Err(None),
@@ -469,12 +473,7 @@ impl Shard {
         mut connection: Connection,
         idle: Option<Duration>,
     ) -> RedisResult<Connection> {
-        let due = self
-            .timeouts
-            .health_check
-            .zip(idle)
-            .is_some_and(|(every, idle)| idle >= every);
-        if !due {
+        if !idle.is_some_and(|idle| self.due(idle)) {
             return Ok(connection);
         }
         let ping = redis::cmd("PING");
@@ -486,6 +485,13 @@ impl Shard {
                 Box::pin(self.shared()).await
             }
         }
+    }
+
+    /// Whether a connection idle this long is due a health check.
+    fn due(&self, idle: Duration) -> bool {
+        self.timeouts
+            .health_check
+            .is_some_and(|every| idle >= every)
     }
 
     /// `err` as a Failure naming this shard. A connection that failed that

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{
     AsyncConnectionConfig, Client, FromRedisValue, ProtocolVersion, PushInfo, PushKind,
@@ -46,6 +46,8 @@ pub struct Tracked {
     pub generation: u64,
     cache: Arc<Mutex<Cache>>,
     reply: Duration,
+    /// When it last answered.
+    answered: Mutex<Instant>,
 }
 
 #[derive(Default)]
@@ -140,6 +142,7 @@ impl Tracked {
             generation,
             cache,
             reply,
+            answered: Mutex::new(Instant::now()),
         })
     }
 
@@ -210,9 +213,16 @@ impl Tracked {
         lock(&self.cache).changed(key.as_bytes());
     }
 
+    /// How long since it last answered.
+    pub fn idle(&self) -> Duration {
+        lock(&self.answered).elapsed()
+    }
+
     async fn run<T: FromRedisValue + Send>(&self, request: &impl Request) -> RedisResult<T> {
         let mut connection = self.connection.clone();
-        within(self.reply, request.send(&mut connection)).await
+        let reply = within(self.reply, request.send(&mut connection)).await?;
+        *lock(&self.answered) = Instant::now();
+        Ok(reply)
     }
 }
 
@@ -231,8 +241,8 @@ fn only_score(reply: &Value) -> Option<f64> {
     }
 }
 
-fn lock(cache: &Mutex<Cache>) -> MutexGuard<'_, Cache> {
-    cache
+fn lock<T>(value: &Mutex<T>) -> MutexGuard<'_, T> {
+    value
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
