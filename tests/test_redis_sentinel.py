@@ -173,6 +173,9 @@ async def follow_a_failover(group, caplog, how, messages):
     layer = RedisChannelLayer(hosts=hosts, capacity=messages)
     local = await layer.new_channel()
     await layer.group_add("failover-room", local)
+    # The room's members, kept on a connection to the old master.
+    await layer.group_send("failover-room", {"type": "before"})
+    assert await receive(layer, local) == {"type": "before"}
     for n in range(messages):
         await layer.send("failover-normal", {"type": "m", "n": n})
         await layer.send(local, {"type": "m", "n": n})
@@ -231,8 +234,13 @@ async def follow_a_failover(group, caplog, how, messages):
     assert [m["n"] for m in normal] == list(range(messages))
     direct = [await receive(layer, local) for _ in range(messages)]
     assert [m["n"] for m in direct] == list(range(messages))
+    # A member only the new master has: what was kept from the old one is
+    # not used.
+    joined = str(time.time())
+    ask(replica, "ZADD", "asgi:group:failover-room", joined, "failover-late")
     await layer.group_send("failover-room", {"type": "after"})
     assert await receive(layer, local) == {"type": "after"}
+    assert await receive(layer, "failover-late") == {"type": "after"}
     # The receive that was waiting through it all carries on.
     await layer.send("failover-waiting", {"type": "woken"})
     assert await asyncio.wait_for(waiting, 10) == {"type": "woken"}
