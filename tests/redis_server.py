@@ -102,10 +102,21 @@ def has_tls(binary):
     return done.returncode != 0 and "cert" in said and "tls support" not in said
 
 
+# Every port free_port has given in this run.
+HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port free now and not given before in this run: a
+    cluster's bus ports are chosen before any of its servers binds, so the
+    system could offer one of them again for a server."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in HANDED_OUT:
+            HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(check, what, timeout=20):
