@@ -46,7 +46,10 @@ class SilencingProxy:
             while True:
                 readable, _, _ = select.select(list(peers), [], [], 0.1)
                 for end in readable:
-                    data = end.recv(65536)
+                    try:
+                        data = end.recv(65536)
+                    except ConnectionResetError:  # an end gave up on it
+                        return
                     if not data:
                         return
                     if not silent.is_set():
