@@ -415,14 +415,15 @@ impl Queues {
 
     pub(super) async fn group_add(&self, group: &str, channel: String) -> Result<(), Failure> {
         let shard = consistent_hash(group, self.shards.len());
+        let key = self.group_key(group);
         let mut invocation = scripts::GROUP_ADD.prepare_invoke();
         invocation
-            .key(self.group_key(group))
+            .key(&key)
             .arg(unix_now())
             .arg(self.group_expiry)
             .arg(&channel);
         let _: redis::Value = self.shards[shard].run(&invocation).await?;
-        self.shards[shard].changed(&self.group_key(group));
+        self.shards[shard].changed(&key);
         let mut process = self.process();
         process
             .joined
@@ -434,10 +435,11 @@ impl Queues {
 
     pub(super) async fn group_discard(&self, group: &str, channel: String) -> Result<(), Failure> {
         let shard = consistent_hash(group, self.shards.len());
+        let key = self.group_key(group);
         let mut command = redis::cmd("ZREM");
-        command.arg(self.group_key(group)).arg(&channel);
+        command.arg(&key).arg(&channel);
         let _: i64 = self.shards[shard].run(&command).await?;
-        self.shards[shard].changed(&self.group_key(group));
+        self.shards[shard].changed(&key);
         let mut process = self.process();
         if let Some(members) = process.joined.get_mut(group) {
             members.remove(&channel);
@@ -475,14 +477,7 @@ impl Queues {
         // much again for a big group. Not a pipeline either: on a
         // connection the server refuses (maxclients), a pipeline reports a
         // broken pipe instead of its words.
-        let mut trim = redis::cmd("ZREMRANGEBYSCORE");
-        trim.arg(&key).arg(0).arg(stale);
-        // Above `stale` whichever command runs first.
-        let mut read = redis::cmd("ZRANGE");
-        read.arg(&key)
-            .arg(format!("({stale}"))
-            .arg("+inf")
-            .arg("BYSCORE");
+        let (trim, read) = (trim_group(&key, stale), read_group(&key, stale));
         let (_, names): (i64, Vec<String>) =
             futures_util::future::try_join(shard.run(&trim), shard.run(&read)).await?;
         Ok(Arc::new(Members::read(names)))
@@ -660,6 +655,24 @@ impl Queues {
         }
         Ok(())
     }
+}
+
+/// Drops the group's members that joined at `stale` or before.
+pub(super) fn trim_group(key: &str, stale: u64) -> redis::Cmd {
+    let mut trim = redis::cmd("ZREMRANGEBYSCORE");
+    trim.arg(key).arg(0).arg(stale);
+    trim
+}
+
+/// The group's members that joined after `stale`, whether or not
+/// `trim_group` has run yet.
+pub(super) fn read_group(key: &str, stale: u64) -> redis::Cmd {
+    let mut read = redis::cmd("ZRANGE");
+    read.arg(key)
+        .arg(format!("({stale}"))
+        .arg("+inf")
+        .arg("BYSCORE");
+    read
 }
 
 /// Scores up to this one are `age` seconds old at `now`, as the scripts

@@ -20,8 +20,8 @@ use redis::{
     RedisResult, Value,
 };
 
-use super::connections::{within, Connection, Request};
-use super::queues::older_than;
+use super::connections::{Connection, Request};
+use super::queues::{older_than, read_group, trim_group};
 
 /// More groups than this, and the cache starts over: a site with a group
 /// per user sends to each one rarely, and must not hold them all.
@@ -45,7 +45,6 @@ pub struct Tracked {
     /// Of the master it was made to (see `sentinel`).
     pub generation: u64,
     cache: Arc<Mutex<Cache>>,
-    reply: Duration,
     /// When it last answered.
     answered: Mutex<Instant>,
 }
@@ -136,12 +135,11 @@ impl Tracked {
             .await?;
         let mut tracking = redis::cmd("CLIENT");
         tracking.arg("TRACKING").arg("ON");
-        within(reply, tracking.query_async::<()>(&mut connection)).await?;
+        tracking.query_async::<()>(&mut connection).await?;
         Ok(Tracked {
             connection: Connection::Server(connection),
             generation,
             cache,
-            reply,
             answered: Mutex::new(Instant::now()),
         })
     }
@@ -170,17 +168,8 @@ impl Tracked {
             (cache.epoch, entry.version)
         };
         let mut read = redis::pipe();
-        read.cmd("ZREMRANGEBYSCORE")
-            .arg(key)
-            .arg(0)
-            .arg(stale)
-            .ignore();
-        // Above `stale` whichever command runs first.
-        read.cmd("ZRANGE")
-            .arg(key)
-            .arg(format!("({stale}"))
-            .arg("+inf")
-            .arg("BYSCORE");
+        read.add_command(trim_group(key, stale)).ignore();
+        read.add_command(read_group(key, stale));
         read.cmd("ZRANGE").arg(key).arg(0).arg(0).arg("WITHSCORES");
         read.cmd("ZRANGE")
             .arg(key)
@@ -220,7 +209,8 @@ impl Tracked {
 
     async fn run<T: FromRedisValue + Send>(&self, request: &impl Request) -> RedisResult<T> {
         let mut connection = self.connection.clone();
-        let reply = within(self.reply, request.send(&mut connection)).await?;
+        // The connection's response timeout bounds the wait.
+        let reply = request.send(&mut connection).await?;
         *lock(&self.answered) = Instant::now();
         Ok(reply)
     }
