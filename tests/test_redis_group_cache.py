@@ -131,9 +131,109 @@ async def test_past_4096_kept_groups_the_cache_starts_over(redis):
     await layer.group_send("room-0", {"type": "m"})
     sent = [name for name, _ in monitor.commands()]
     assert sent == [
-        *["PING", "EVALSHA"],
-        *["ZREMRANGEBYSCORE", "ZRANGE", "ZRANGE", "ZRANGE", "EVALSHA"],
+        *["MULTI", "EVALSHA", "EXEC", "WATCH"],
+        *["ZREMRANGEBYSCORE", "WATCH", "ZRANGE", "ZRANGE", "ZRANGE"],
+        *["MULTI", "EVALSHA", "EXEC", "WATCH"],
     ], sent
+    await layer.flush()
+
+
+# A group sent to lately stays WATCHed on the tracking connection, and the
+# next group_send to it writes there in MULTI/EXEC, without a PING first.
+ONE_ROUND_TRIP = ["MULTI", "EVALSHA", "EXEC", "WATCH"]
+
+
+async def test_a_group_sent_to_again_takes_one_round_trip(redis):
+    layer = RedisChannelLayer(hosts=[redis.url], prefix="once")
+    await layer.group_add("room", "worker.one")
+    await layer.group_send("room", {"type": "m", "n": 0})
+    monitor = Monitor(redis)
+    for n in (1, 2, 3):
+        await layer.group_send("room", {"type": "m", "n": n})
+    sent = monitor.commands()
+    assert [name for name, _ in sent] == ONE_ROUND_TRIP * 3, sent
+    assert ("WATCH", "once:group:room") in sent
+    assert [m["n"] for m in await queued(layer, "worker.one")] == [0, 1, 2, 3]
+    await layer.flush()
+
+
+async def test_a_change_to_another_watched_group_costs_a_round_trip_not_a_message(
+    redis,
+):
+    """A WATCHed group another client changed makes EXEC refuse until the
+    connection UNWATCHes. Told of the change first, the next send does
+    that before it writes; if the word comes later, EXEC refuses, the
+    script it held never runs (MONITOR shows none), and the send PINGs and
+    writes the usual way. Either way each message arrives once."""
+    ours = RedisChannelLayer(hosts=[redis.url], prefix="other")
+    theirs = UpstreamLayer(hosts=[redis.url], prefix="other")
+    for group in ("room-a", "room-b"):
+        await ours.group_add(group, f"worker.{group}")
+        await ours.group_send(group, {"type": "m", "n": 0})
+    await theirs.group_add("room-b", "worker.new")
+    monitor = Monitor(redis)
+    await ours.group_send("room-a", {"type": "m", "n": 1})
+    await ours.group_send("room-b", {"type": "m", "n": 1})
+    sent = [name for name, _ in monitor.commands()]
+    read_b = ["ZREMRANGEBYSCORE", "WATCH", "ZRANGE", "ZRANGE", "ZRANGE"]
+    told = ["UNWATCH", "WATCH", *ONE_ROUND_TRIP, *read_b, *ONE_ROUND_TRIP]
+    refused = ["MULTI", "EXEC", "WATCH", "PING", "EVALSHA", "UNWATCH", *read_b]
+    assert sent in (told, [*refused, *ONE_ROUND_TRIP]), sent
+    assert [m["n"] for m in await queued(ours, "worker.room-a")] == [0, 1]
+    assert [m["n"] for m in await queued(ours, "worker.room-b")] == [0, 1]
+    assert [m["n"] for m in await queued(ours, "worker.new")] == [1]
+    await ours.flush()
+
+
+async def test_changes_racing_group_sends_lose_or_double_no_message(redis):
+    """Members joining while sends are in flight: some EXECs refuse (the
+    change came after the WATCH), and those sends go the usual way. Every
+    member gets each message sent after it joined once, in order."""
+    ours = RedisChannelLayer(hosts=[redis.url], prefix="race", capacity=1000)
+    theirs = UpstreamLayer(hosts=[redis.url], prefix="race")
+    await ours.group_add("room", "worker.steady")
+    await ours.group_send("room", {"type": "m", "n": -1})
+    monitor = Monitor(redis)
+    for n in range(200):
+        joining = theirs.group_add("room", f"worker.joined-{n}")
+        await asyncio.gather(ours.group_send("room", {"type": "m", "n": n}), joining)
+    sent = " ".join(name for name, _ in monitor.commands())
+    assert "MULTI EXEC" in sent, "no EXEC refused: the race was never run"
+    got = [m["n"] for m in await queued(ours, "worker.steady")]
+    assert got == list(range(-1, 200))
+    for n in (0, 99, 199):
+        got = [m["n"] for m in await queued(ours, f"worker.joined-{n}")]
+        assert got in (list(range(n, 200)), list(range(n + 1, 200))), (n, got)
+    await ours.flush()
+
+
+async def test_a_script_the_server_lost_is_loaded_and_sent_once(redis):
+    layer = RedisChannelLayer(hosts=[redis.url], prefix="lost")
+    await layer.group_add("room", "worker.one")
+    await layer.group_send("room", {"type": "m", "n": 0})
+    assert command(redis.port, "SCRIPT", "FLUSH") == b"+OK\r\n"
+    await layer.group_send("room", {"type": "m", "n": 1})
+    await layer.group_send("room", {"type": "m", "n": 2})
+    assert [m["n"] for m in await queued(layer, "worker.one")] == [0, 1, 2]
+    await layer.flush()
+
+
+async def test_concurrent_group_sends_each_arrive_once(redis):
+    """One send at a time writes in MULTI/EXEC; the others go the usual
+    way alongside it."""
+    layer = RedisChannelLayer(hosts=[redis.url], prefix="together")
+    for member in ("worker.one", "worker.two"):
+        await layer.group_add("room", member)
+    await layer.group_send("room", {"type": "m", "n": -1})
+    sends = (layer.group_send("room", {"type": "m", "n": n}) for n in range(50))
+    await asyncio.gather(*sends)
+    await layer.group_add("room", "worker.three")
+    await layer.group_send("room", {"type": "m", "n": 50})
+    for member in ("worker.one", "worker.two"):
+        got = [m["n"] for m in await queued(layer, member)]
+        assert got[0] == -1 and sorted(got[1:-1]) == list(range(50)), got
+        assert got[-1] == 50
+    assert [m["n"] for m in await queued(layer, "worker.three")] == [50]
     await layer.flush()
 
 

@@ -367,7 +367,14 @@ impl Shard {
         }
         let (client, generation) = self.client().await.ok()?;
         let timeouts = self.timeouts;
-        let made = Tracked::connect(&client, generation, timeouts.connect, timeouts.reply).await;
+        let made = Tracked::connect(
+            &client,
+            &self.name,
+            generation,
+            timeouts.connect,
+            timeouts.reply,
+        )
+        .await;
         let (tracking, tracked) = match made {
             Ok(tracked) => {
                 let tracked = Arc::new(tracked);

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use redis::ToRedisArgs;
 use tokio::sync::oneshot;
 
 use super::backup::{Backup, Receipt, Settled, GRACE};
@@ -14,7 +15,7 @@ use super::failure::{passing, Failure};
 use super::inbox::{Buffered, Inbox};
 use super::ring::consistent_hash;
 use super::scripts;
-use super::tracking::Members;
+use super::tracking::{Members, Written};
 use crate::clock::unix_now;
 use crate::codec::{Body, Serializer};
 use crate::errors::REPLY_CHANNEL_KEY;
@@ -53,6 +54,20 @@ struct GroupCopy<'m> {
     shard: usize,
     members: Vec<&'m str>,
     capacity: i64,
+}
+
+/// One shard's share of a group_send, written at once: its copies, and
+/// each copy's messages (one per body), sealed.
+struct Batch<'m> {
+    shard: usize,
+    copies: Vec<GroupCopy<'m>>,
+    sealed: Vec<Vec<Vec<u8>>>,
+}
+
+impl Batch<'_> {
+    fn bytes(&self) -> usize {
+        self.sealed.iter().flatten().map(Vec::len).sum()
+    }
 }
 
 /// What BZPOPMIN returns: key, member, score.
@@ -456,20 +471,10 @@ impl Queues {
         let shard = &self.shards[consistent_hash(group, self.shards.len())];
         let key = self.group_key(group);
         let now = unix_now();
-        let stale = older_than(now, self.group_expiry);
         if let Some(tracked) = shard.tracked().await {
-            match tracked.members(&key, now, self.group_expiry).await {
-                Ok(members) => return Ok(members),
-                // A server that does not answer would not answer the
-                // shared connection either: the caller waits once.
-                Err(err) if err.is_timeout() => {
-                    shard.drop_tracked();
-                    return Err(shard.failed(err));
-                }
-                Err(err) => {
-                    log::debug!(target: "channels_rs", "Redis at {}: the tracked connection failed, reading group members on the shared one: {err}", shard.name);
-                    shard.drop_tracked();
-                }
+            let read = tracked.members(&key, now, self.group_expiry).await;
+            if let Some(members) = from_tracked(shard, read)? {
+                return Ok(members);
             }
         }
         // Two commands sent together, as channels_redis reads them, not a
@@ -477,6 +482,7 @@ impl Queues {
         // much again for a big group. Not a pipeline either: on a
         // connection the server refuses (maxclients), a pipeline reports a
         // broken pipe instead of its words.
+        let stale = older_than(now, self.group_expiry);
         let (trim, read) = (trim_group(&key, stale), read_group(&key, stale));
         let (_, names): (i64, Vec<String>) =
             futures_util::future::try_join(shard.run(&trim), shard.run(&read)).await?;
@@ -488,7 +494,8 @@ impl Queues {
     /// queue key's copy, naming its members, is built here and written to
     /// its shard (`write_copies`). Building the copies in Lua instead would
     /// save the first round trip but cost the one shared Redis several
-    /// times the CPU per call (docs/architecture.md, "group_send").
+    /// times the CPU per call (docs/architecture.md, "group_send"); a group
+    /// sent to lately saves it instead (`group_send_watched`).
     pub(super) async fn group_send(
         &self,
         groups: Vec<String>,
@@ -499,89 +506,163 @@ impl Queues {
         if bodies.is_empty() {
             return Ok(());
         }
+        let capacity_of = capacity_of.as_ref();
+        if self
+            .group_send_watched(&groups, &bodies, default_capacity, capacity_of)
+            .await?
+        {
+            return Ok(());
+        }
         let read = groups.iter().map(|group| self.group_members(group));
         let memberships = futures_util::future::try_join_all(read).await?;
-        let mut copies = Vec::new();
-        for members in &memberships {
-            let names = &members.names;
-            let capacities = match &capacity_of {
-                Some(capacity_of) => capacity_of(names),
-                None => vec![default_capacity; names.len()],
-            };
-            copies.extend(self.copies(names, capacities));
-        }
-        // One write per shard; on a cluster one per key (keys of a script
-        // must share a slot), all sent at once, so each node gets its share
-        // pipelined on its connection.
-        let mut batches: Vec<(usize, Vec<&GroupCopy>)> = Vec::new();
-        for shard in 0..self.shards.len() {
-            let on_shard: Vec<_> = copies.iter().filter(|c| c.shard == shard).collect();
-            if self.shards[shard].is_cluster() {
-                batches.extend(on_shard.into_iter().map(|copy| (shard, vec![copy])));
-            } else if !on_shard.is_empty() {
-                batches.push((shard, on_shard));
-            }
-        }
+        let batches = self.batches(&memberships, &bodies, default_capacity, capacity_of)?;
         let now = unix_now();
-        let mut writes = Vec::with_capacity(batches.len());
-        for (shard, batch) in &batches {
-            let mut sealed = Vec::with_capacity(batch.len());
-            for copy in batch {
-                let of_copy = bodies
-                    .iter()
-                    .map(|body| self.serializer.seal(body, &copy.members));
-                sealed.push(
-                    of_copy
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(Failure::Data)?,
-                );
-            }
-            writes.push(self.write_copies(*shard, batch, sealed, now));
-        }
+        let writes = batches.iter().map(|batch| self.write_copies(batch, now));
         let full: i64 = futures_util::future::try_join_all(writes)
             .await?
             .into_iter()
             .sum();
-        let members = memberships.iter().map(|members| members.names.len()).sum();
-        self.delivered(&groups, bodies.len(), full, members);
+        self.delivered(&groups, bodies.len(), full, &memberships);
         Ok(())
     }
 
-    /// Writes one shard's copies (`sealed`: each copy's messages) and
-    /// returns how many of their keys were full. Small copies go in one
-    /// script: one round trip, checked and added atomically. Handing bytes
-    /// to Lua costs Redis about 1.8 ns each, as much as adding them, so
-    /// bigger ones go as plain commands: the keys trimmed and counted, then
-    /// those under capacity added, in two round trips (channels_redis
-    /// checks capacity this way too).
-    async fn write_copies(
+    /// A group_send to one group on the only server, in one round trip
+    /// where the bytes allow: its members are WATCHed on the tracked
+    /// connection, so kept ones need no PING, and the write goes there in
+    /// MULTI/EXEC (`tracking::Watch`). False where it cannot, or if the
+    /// group changed meanwhile: the caller then sends the usual way.
+    async fn group_send_watched(
         &self,
-        shard: usize,
-        batch: &[&GroupCopy<'_>],
-        sealed: Vec<Vec<Vec<u8>>>,
-        now: f64,
-    ) -> Result<i64, Failure> {
-        let shard = &self.shards[shard];
-        let bytes: usize = sealed.iter().flatten().map(Vec::len).sum();
-        if bytes <= SCRIPT_BYTES {
+        groups: &[String],
+        bodies: &[Body],
+        default_capacity: i64,
+        capacity_of: Option<&CapacityOf>,
+    ) -> Result<bool, Failure> {
+        let ([group], [shard]) = (groups, self.shards.as_slice()) else {
+            return Ok(false);
+        };
+        let Some(tracked) = shard.tracked().await else {
+            return Ok(false);
+        };
+        // Another send has it: this one goes the usual way, alongside.
+        let Some(mut watch) = tracked.watch() else {
+            return Ok(false);
+        };
+        let key = self.group_key(group);
+        let read = watch.members(&key, unix_now(), self.group_expiry).await;
+        let Some(Some(members)) = from_tracked(shard, read)? else {
+            return Ok(false);
+        };
+        let memberships = [members];
+        let batches = self.batches(&memberships, bodies, default_capacity, capacity_of)?;
+        let now = unix_now();
+        let mut full = 0;
+        for batch in &batches {
+            if batch.bytes() > SCRIPT_BYTES {
+                full += self.write_copies(batch, now).await?;
+                continue;
+            }
+            let (keys, args) = self.script_args(batch, now);
+            let mut write = redis::cmd("EVALSHA");
+            write
+                .arg(scripts::GROUP_SEND.get_hash())
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
+            match from_tracked(shard, watch.send(&key, write).await)? {
+                Some(Written::Ran(reply)) => full += reply.map_err(|err| shard.failed(err))?,
+                // A restarted server may have sent some copies already:
+                // some may arrive twice, none zero times (as `Shard::run`).
+                None => full += self.write_copies(batch, now).await?,
+                Some(Written::NotRun) => return Ok(false),
+            }
+        }
+        self.delivered(groups, bodies.len(), full, &memberships);
+        Ok(true)
+    }
+
+    /// Each shard's copies of `bodies` for `memberships`, sealed: one copy
+    /// per queue key, naming every member on it. One batch per shard; on a
+    /// cluster one per key (keys of a script must share a slot), all
+    /// written at once, so each node gets its share pipelined.
+    fn batches<'m>(
+        &self,
+        memberships: &'m [Arc<Members>],
+        bodies: &[Body],
+        default_capacity: i64,
+        capacity_of: Option<&CapacityOf>,
+    ) -> Result<Vec<Batch<'m>>, Failure> {
+        let mut batches: Vec<Batch> = Vec::new();
+        for members in memberships {
+            let names = &members.names;
+            let capacities = match capacity_of {
+                Some(capacity_of) => capacity_of(names),
+                None => vec![default_capacity; names.len()],
+            };
+            for copy in self.copies(names, capacities) {
+                let sealed = bodies
+                    .iter()
+                    .map(|body| self.serializer.seal(body, &copy.members))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(Failure::Data)?;
+                let joins = if self.shards[copy.shard].is_cluster() {
+                    None
+                } else {
+                    batches.iter_mut().find(|batch| batch.shard == copy.shard)
+                };
+                match joins {
+                    Some(batch) => {
+                        batch.copies.push(copy);
+                        batch.sealed.push(sealed);
+                    }
+                    None => batches.push(Batch {
+                        shard: copy.shard,
+                        copies: vec![copy],
+                        sealed: vec![sealed],
+                    }),
+                }
+            }
+        }
+        Ok(batches)
+    }
+
+    /// GROUP_SEND's KEYS and ARGV for `batch` (see group_send.lua).
+    fn script_args<'b>(&self, batch: &'b Batch, now: f64) -> (Vec<&'b str>, Vec<Vec<u8>>) {
+        let keys = batch.copies.iter().map(|copy| copy.key.as_str()).collect();
+        let mut args: Vec<Vec<u8>> = batch.sealed.iter().flatten().cloned().collect();
+        for copy in &batch.copies {
+            args.extend(copy.capacity.to_redis_args());
+        }
+        let per = batch.sealed.first().map_or(0, Vec::len);
+        args.extend(now.to_redis_args());
+        args.extend(self.expiry.to_redis_args());
+        args.extend(per.to_redis_args());
+        (keys, args)
+    }
+
+    /// Writes one shard's copies and returns how many of their keys were
+    /// full. Small copies go in one script: one round trip, checked and
+    /// added atomically. Handing bytes to Lua costs Redis about 1.8 ns
+    /// each, as much as adding them, so bigger ones go as plain commands:
+    /// the keys trimmed and counted, then those under capacity added, in
+    /// two round trips (channels_redis checks capacity this way too).
+    async fn write_copies(&self, batch: &Batch<'_>, now: f64) -> Result<i64, Failure> {
+        let shard = &self.shards[batch.shard];
+        if batch.bytes() <= SCRIPT_BYTES {
+            let (keys, args) = self.script_args(batch, now);
             let mut invocation = scripts::GROUP_SEND.prepare_invoke();
-            for copy in batch {
-                invocation.key(&copy.key);
+            for key in keys {
+                invocation.key(key);
             }
-            for message in sealed.iter().flatten() {
-                invocation.arg(message);
+            for arg in args {
+                invocation.arg(arg);
             }
-            for copy in batch {
-                invocation.arg(copy.capacity);
-            }
-            let per = sealed.first().map_or(0, Vec::len);
-            invocation.arg(now).arg(self.expiry).arg(per);
             return shard.run(&invocation).await;
         }
         let cutoff = older_than(now, self.expiry);
         // ZCOUNT, as the scripts count: the README's ACL line has no ZCARD.
         let mut count = redis::pipe();
-        for copy in batch {
+        for copy in &batch.copies {
             count
                 .zrembyscore(&copy.key, 0, cutoff)
                 .ignore()
@@ -590,7 +671,7 @@ impl Queues {
         let sizes: Vec<i64> = shard.run(&count).await?;
         let mut add = redis::pipe();
         let mut full = 0;
-        for ((copy, messages), size) in batch.iter().zip(&sealed).zip(sizes) {
+        for ((copy, messages), size) in batch.copies.iter().zip(&batch.sealed).zip(sizes) {
             if size >= copy.capacity {
                 full += 1;
                 continue;
@@ -602,7 +683,7 @@ impl Queues {
             }
             add.expire(&copy.key, self.expiry as i64).ignore();
         }
-        if full < batch.len() {
+        if full < batch.copies.len() {
             let () = shard.run(&add).await?;
         }
         Ok(full as i64)
@@ -631,9 +712,10 @@ impl Queues {
         copies
     }
 
-    /// Counts `per` messages sent to each of `groups`, whose `members`
-    /// channels were written to but for `full` of them.
-    fn delivered(&self, groups: &[String], per: usize, full: i64, members: usize) {
+    /// Counts `per` messages sent to each of `groups`, whose `memberships`
+    /// were written to but for `full` of their channels.
+    fn delivered(&self, groups: &[String], per: usize, full: i64, memberships: &[Arc<Members>]) {
+        let members: usize = memberships.iter().map(|members| members.names.len()).sum();
         let (full, members, per) = (full.max(0) as u64, members as u64, per as u64);
         self.stats.add(Count::GroupSends, groups.len() as u64 * per);
         let delivered = members.saturating_sub(full) * per;
@@ -654,6 +736,25 @@ impl Queues {
             }
         }
         Ok(())
+    }
+}
+
+/// What the tracked connection answered, or None after it failed: it is
+/// dropped, and the caller goes the shared connection's way. A server that
+/// does not answer would not answer the shared one either: the caller
+/// waits once.
+fn from_tracked<T>(shard: &Shard, answer: redis::RedisResult<T>) -> Result<Option<T>, Failure> {
+    match answer {
+        Ok(value) => Ok(Some(value)),
+        Err(err) if err.is_timeout() => {
+            shard.drop_tracked();
+            Err(shard.failed(err))
+        }
+        Err(err) => {
+            log::debug!(target: "channels_rs", "Redis at {}: the tracked connection failed, going on with the shared one: {err}", shard.name);
+            shard.drop_tracked();
+            Ok(None)
+        }
     }
 }
 
