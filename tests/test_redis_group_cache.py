@@ -207,6 +207,23 @@ async def test_changes_racing_group_sends_lose_or_double_no_message(redis):
     await ours.flush()
 
 
+async def test_big_copies_leave_few_groups_watched(redis):
+    """Copies over 16 KiB go as plain commands, with no EXEC to forget their
+    group's WATCH: past 16 such groups the next send UNWATCHes first, so a
+    process does not keep every group it ever sent to WATCHed in Redis."""
+    layer = RedisChannelLayer(hosts=[redis.url], prefix="big")
+    for n in range(20):
+        await layer.group_add(f"room-{n}", "worker.one")
+    big = {"type": "m", "text": "x" * 20_000}
+    monitor = Monitor(redis)
+    for n in range(20):
+        await layer.group_send(f"room-{n}", {**big, "n": n})
+    sent = [name for name, _ in monitor.commands()]
+    assert sent.count("UNWATCH") == 1, sent
+    assert [m["n"] for m in await queued(layer, "worker.one")] == list(range(20))
+    await layer.flush()
+
+
 async def test_a_script_the_server_lost_is_loaded_and_sent_once(redis):
     layer = RedisChannelLayer(hosts=[redis.url], prefix="lost")
     await layer.group_add("room", "worker.one")

@@ -85,6 +85,9 @@ struct Cache {
     watched: Vec<String>,
     /// Set when a WATCHed group changed: EXEC refuses until UNWATCH.
     dirty: bool,
+    /// Groups WATCHed but not listed: written the plain way, with no EXEC
+    /// to forget them. Past MOST_WATCHED, the next send UNWATCHes.
+    unlisted: usize,
 }
 
 #[derive(Default)]
@@ -348,14 +351,21 @@ impl Watch<'_> {
         let mut first = redis::pipe();
         {
             let cache = &mut *lock(&self.tracked.cache);
-            if !cache.dirty && cache.watched.iter().any(|group| group == key) {
+            let listed = cache.watched.iter().any(|group| group == key);
+            if !cache.dirty && listed {
                 if let Some(members) = cache.kept(key, now, expiry) {
                     return Ok(Some(members));
                 }
             }
-            if std::mem::take(&mut cache.dirty) {
-                // EXEC would refuse: start again with the groups still kept
-                // (the group itself after its trim, in `fetch`).
+            let dirty = std::mem::take(&mut cache.dirty);
+            if !listed {
+                cache.unlisted += 1;
+            }
+            if dirty || cache.unlisted > MOST_WATCHED {
+                // EXEC would refuse, or too many are WATCHed: start again
+                // with the groups still kept (the group itself after its
+                // trim, in `fetch`).
+                cache.unlisted = 0;
                 let groups = cache.to_watch(key);
                 first.cmd("UNWATCH").ignore();
                 if let [others @ .., _] = groups.as_slice() {
@@ -400,7 +410,9 @@ impl Watch<'_> {
                 .into());
         };
         if watch.is_ok() {
-            lock(&self.tracked.cache).watched = groups;
+            let cache = &mut *lock(&self.tracked.cache);
+            cache.watched = groups;
+            cache.unlisted = 0;
         }
         if let Err(err) = multi {
             // Refused MULTI: the write ran on its own.
