@@ -70,6 +70,10 @@ impl Batch<'_> {
     }
 }
 
+/// A batch's GROUP_SEND call: its KEYS, then its ARGV as the messages and
+/// the numbers after them.
+type ScriptArgs<'b> = (Vec<&'b str>, Vec<&'b [u8]>, Vec<Vec<u8>>);
+
 /// What BZPOPMIN returns: key, member, score.
 type Popped = (String, Vec<u8>, f64);
 
@@ -562,13 +566,14 @@ impl Queues {
                 full += self.write_copies(batch, now).await?;
                 continue;
             }
-            let (keys, args) = self.script_args(batch, now);
+            let (keys, messages, numbers) = self.script_args(batch, now);
             let mut write = redis::cmd("EVALSHA");
             write
                 .arg(scripts::GROUP_SEND.get_hash())
                 .arg(keys.len())
                 .arg(keys)
-                .arg(args);
+                .arg(messages)
+                .arg(numbers);
             match from_tracked(shard, watch.send(&key, write).await)? {
                 Some(Written::Ran(reply)) => full += reply.map_err(|err| shard.failed(err))?,
                 // A restarted server may have sent some copies already:
@@ -626,18 +631,20 @@ impl Queues {
         Ok(batches)
     }
 
-    /// GROUP_SEND's KEYS and ARGV for `batch` (see group_send.lua).
-    fn script_args<'b>(&self, batch: &'b Batch, now: f64) -> (Vec<&'b str>, Vec<Vec<u8>>) {
+    /// GROUP_SEND's KEYS, and its ARGV in two parts: the messages (not
+    /// copied), then the numbers (see group_send.lua).
+    fn script_args<'b>(&self, batch: &'b Batch, now: f64) -> ScriptArgs<'b> {
         let keys = batch.copies.iter().map(|copy| copy.key.as_str()).collect();
-        let mut args: Vec<Vec<u8>> = batch.sealed.iter().flatten().cloned().collect();
+        let messages = batch.sealed.iter().flatten().map(Vec::as_slice).collect();
+        let mut numbers = Vec::new();
         for copy in &batch.copies {
-            args.extend(copy.capacity.to_redis_args());
+            numbers.extend(copy.capacity.to_redis_args());
         }
         let per = batch.sealed.first().map_or(0, Vec::len);
-        args.extend(now.to_redis_args());
-        args.extend(self.expiry.to_redis_args());
-        args.extend(per.to_redis_args());
-        (keys, args)
+        numbers.extend(now.to_redis_args());
+        numbers.extend(self.expiry.to_redis_args());
+        numbers.extend(per.to_redis_args());
+        (keys, messages, numbers)
     }
 
     /// Writes one shard's copies and returns how many of their keys were
@@ -649,13 +656,16 @@ impl Queues {
     async fn write_copies(&self, batch: &Batch<'_>, now: f64) -> Result<i64, Failure> {
         let shard = &self.shards[batch.shard];
         if batch.bytes() <= SCRIPT_BYTES {
-            let (keys, args) = self.script_args(batch, now);
+            let (keys, messages, numbers) = self.script_args(batch, now);
             let mut invocation = scripts::GROUP_SEND.prepare_invoke();
             for key in keys {
                 invocation.key(key);
             }
-            for arg in args {
-                invocation.arg(arg);
+            for message in messages {
+                invocation.arg(message);
+            }
+            for number in numbers {
+                invocation.arg(number);
             }
             return shard.run(&invocation).await;
         }
