@@ -45,6 +45,25 @@ pub fn channel_full(py: Python<'_>, channel: &str) -> PyErr {
     )
 }
 
+/// `channels_rs.exceptions.<class>` (a `ServerRefused`) with `text`, and
+/// the `server` it names and its `reply` as attributes.
+pub fn server_refused(
+    py: Python<'_>,
+    class: &str,
+    text: String,
+    server: &str,
+    reply: &str,
+) -> PyErr {
+    let made = || -> PyResult<PyErr> {
+        let class = py.import("channels_rs.exceptions")?.getattr(class)?;
+        let error = class.call1((text,))?;
+        error.setattr("server", server)?;
+        error.setattr("reply", reply)?;
+        Ok(PyErr::from_value(error))
+    };
+    made().unwrap_or_else(|err| err)
+}
+
 pub fn require_dict<'a, 'py>(message: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyDict>> {
     message.cast::<PyDict>().map_err(|_| {
         let kind = message

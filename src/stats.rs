@@ -37,10 +37,15 @@ pub enum Count {
     ChannelFull,
     Reconnects,
     Failovers,
+    /// Commands the server refused (see `redis::refusal`), by cause.
+    RefusedMemory,
+    RefusedWrites,
+    RefusedAccess,
+    RefusedOther,
 }
 
 impl Count {
-    const NAMES: [&'static str; 7] = [
+    const NAMES: [&'static str; 11] = [
         "messages_sent",
         "messages_received",
         "group_sends",
@@ -48,6 +53,10 @@ impl Count {
         "channel_full",
         "reconnects",
         "failovers",
+        "refused_out_of_memory",
+        "refused_writes",
+        "refused_access",
+        "refused_other",
     ];
 }
 

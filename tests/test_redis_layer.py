@@ -142,7 +142,7 @@ async def test_group_send_skips_a_full_member_whatever_its_size(redis, text):
         assert sent == [*WATCHED_READ, *WATCHED_WRITE], sent
     else:
         check = ["ZREMRANGEBYSCORE", "ZCOUNT"] * 2
-        assert sent == [*WATCHED_READ, *check, "ZADD", "EXPIRE"], sent
+        assert sent == [*WATCHED_READ, *check, "MULTI", "ZADD", "EXPIRE", "EXEC"], sent
     assert command(redis.port, "ZCARD", "asgiworker.full") == b":2\r\n"
     assert command(redis.port, "ZCARD", "asgiworker.free") == b":1\r\n"
     assert await receive(layer, "worker.free") == message

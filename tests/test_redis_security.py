@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
+from channels_rs.exceptions import AccessDenied
 from conftest import until
 from redis_cluster import ask
 from redis_server import Monitor, RedisServer
@@ -33,11 +34,12 @@ async def test_a_wrong_password_fails_without_showing_it(guarded):
         hosts=[f"redis://:wrong-s3cret@127.0.0.1:{guarded.port}/0"],
         symmetric_encryption_keys=["fernet-s3cret"],
     )
-    with pytest.raises(ConnectionError) as error:
+    with pytest.raises(AccessDenied) as error:
         await layer.send("chan", {"type": "x"})
-    with pytest.raises(ConnectionError) as blocking:
+    with pytest.raises(AccessDenied) as blocking:
         await asyncio.wait_for(layer.receive("chan"), 5)
-    assert "authentication failed" in str(error.value)
+    assert "refused the layer's credentials" in str(error.value)
+    assert error.value.reply.startswith("WRONGPASS")
     assert f"127.0.0.1:{guarded.port}" in str(error.value)
     assert_no_secret(repr(layer), str(layer), str(error.value), str(blocking.value))
 

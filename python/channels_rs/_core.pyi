@@ -176,6 +176,8 @@ class RedisCore:
         self, groups: list[str], message: dict[str, Any]
     ) -> asyncio.Future[None]:
         """`message` to every member of each of `groups`."""
+    def troubles(self) -> list[str]:
+        """Why each server failing now failed last, in its own words."""
     def stats(self) -> dict[str, int]:
         """This process's counters and gauges (see docs/configuration.md)."""
     def flush(self) -> asyncio.Future[None]:
@@ -231,6 +233,8 @@ class PubSubCore:
         self, targets: list[str], messages: list[dict[str, Any]], group: bool
     ) -> asyncio.Future[None]:
         """Each of `messages` to each of `targets`, in order, pipelined."""
+    def troubles(self) -> list[str]:
+        """Why each server failing now failed last, in its own words."""
     def stats(self) -> dict[str, int]:
         """This process's counters and gauges (see docs/configuration.md)."""
     def flush(self) -> asyncio.Future[None]:

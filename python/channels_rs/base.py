@@ -64,6 +64,7 @@ class RedisLayer(CoreLayer):
     """What both Redis layers share: hosts, prefix, serializer, repr."""
 
     extensions = ["groups", "flush"]
+    _core: RedisCore | PubSubCore
 
     def _configure(
         self,
@@ -96,6 +97,12 @@ class RedisLayer(CoreLayer):
             )
             self._serializer = _core.Serializer(serializer_format, [], 0, None, custom)
         return specs
+
+    def troubles(self) -> list[str]:
+        """Why each server that is failing now failed last, in the server's
+        or the system's words ("Connection refused", "LOADING ..."): empty
+        once every server has answered since. The health view names them."""
+        return self._core.troubles()
 
     def __repr__(self) -> str:
         # Host names carry no user name or password.

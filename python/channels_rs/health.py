@@ -47,7 +47,9 @@ def check(alias: str = "default", timeout: float = TIMEOUT) -> dict[str, Any]:
         async_to_sync(_round_trip)(layer, timeout)
     except Exception as error:  # noqa: BLE001 - every failure is the answer
         if isinstance(error, asyncio.TimeoutError):
-            reason = f"no round trip within {timeout:g} s"
+            # The layer is still trying: say what it last heard, if anything.
+            troubles = getattr(layer, "troubles", list)()
+            reason = "; ".join([f"no round trip within {timeout:g} s", *troubles])
         else:
             reason = _without_secrets(f"{type(error).__name__}: {error}")
         return {"status": "unavailable", **answer, "error": reason[:300]}

@@ -26,6 +26,7 @@ COUNTERS = {
     "failovers": "Moves to a new master that Sentinel named.",
 }
 DROP_REASONS = ("capacity", "expired", "unreadable", "group_full")
+REFUSAL_CAUSES = ("out_of_memory", "writes", "access", "other")
 GAUGES = {
     "channels": "Channels holding messages or receivers in this process.",
     "groups": "Groups this process's channels are in.",
@@ -66,6 +67,11 @@ class LayerCollector(Collector):
             "Messages the layer gave up on, by reason.",
             labels=["layer", "reason"],
         )
+        refused = CounterMetricFamily(
+            "channels_rs_refused",
+            "Commands Redis refused, by cause (channels_rs.exceptions).",
+            labels=["layer", "cause"],
+        )
         gauges = {
             name: GaugeMetricFamily(f"channels_rs_{name}", text, labels=["layer"])
             for name, text in GAUGES.items()
@@ -76,10 +82,13 @@ class LayerCollector(Collector):
                 family.add_metric([alias], stats[name])
             for reason in DROP_REASONS:
                 dropped.add_metric([alias, reason], stats[f"dropped_{reason}"])
+            for cause in REFUSAL_CAUSES:
+                refused.add_metric([alias, cause], stats[f"refused_{cause}"])
             for name, gauge in gauges.items():
                 gauge.add_metric([alias], stats[name])
         yield from counters.values()
         yield dropped
+        yield refused
         yield from gauges.values()
 
 

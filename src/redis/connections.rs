@@ -5,7 +5,8 @@
 //! Connections made before a fork are not used in the child, nor those made
 //! to a master Sentinel has since replaced.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
@@ -14,12 +15,13 @@ use redis::cluster_async::{ClusterConnection as Cluster, Connect};
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue,
-    IntoConnectionInfo, RedisError, RedisResult, ServerErrorKind, TlsCertificates,
+    IntoConnectionInfo, ProtocolVersion, RedisError, RedisResult, ServerErrorKind, TlsCertificates,
 };
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::backoff::{paced, Outage};
-use super::failure::Failure;
+use super::failure::{passing, Failure};
+use super::refusal::{words, Refusals};
 use super::sentinel::Watched;
 use super::tracking::Tracked;
 use crate::process::{renew, PerProcess};
@@ -69,6 +71,28 @@ impl Nodes {
 pub fn quiet(info: ConnectionInfo) -> ConnectionInfo {
     let settings = info.redis_settings().clone().set_skip_set_lib_name();
     info.set_redis_settings(settings)
+}
+
+/// A client like `client` that speaks RESP3 (authenticating with HELLO).
+pub fn resp3(client: &Client) -> RedisResult<Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    Client::open(info.set_redis_settings(settings))
+}
+
+/// The server's own words for a login `client` had refused: redis-rs
+/// reports a refused AUTH only as "Password authentication failed", while
+/// a refused HELLO keeps the reply (WRONGPASS, or the ACL's reason).
+async fn refused_login(client: &Client, config: &AsyncConnectionConfig) -> Option<RedisError> {
+    let probe = resp3(client).ok()?;
+    probe
+        .get_multiplexed_async_connection_with_config(config)
+        .await
+        .err()
+        .filter(|err| err.code().is_some())
 }
 
 /// A client for `info`, trusting and presenting `certificates` over TLS.
@@ -220,6 +244,12 @@ pub struct Shard {
     pub name: String,
     /// Whether, and since when, the shard is out of reach.
     pub outage: Outage,
+    /// What the shard refused lately (see `refusal`).
+    pub refusals: Refusals,
+    /// Why it last failed, until it answers again: what a health check
+    /// that ran out of time names.
+    trouble: Mutex<Option<String>>,
+    troubled: AtomicBool,
     /// The layer's, where reconnects and failovers are counted.
     pub stats: Arc<Stats>,
     state: PerProcess<Connections>,
@@ -232,6 +262,9 @@ impl Shard {
             timeouts,
             name,
             outage: Outage::default(),
+            refusals: Refusals::default(),
+            trouble: Mutex::new(None),
+            troubled: AtomicBool::new(false),
             stats,
             // The parent's sockets stay the parent's.
             state: PerProcess::new(Connections::default(), |c| renew(c, Connections::default())),
@@ -254,6 +287,7 @@ impl Shard {
                 Ok(connection) => return Ok(connection),
                 Err(err) => err,
             };
+            self.note_trouble(&err);
             if !unreachable(&err) {
                 return Err(err);
             }
@@ -290,10 +324,16 @@ impl Shard {
             .set_connection_timeout(Some(self.timeouts.connect))
             .set_response_timeout(response_timeout);
         let (client, generation) = self.client().await?;
-        let connection = client
+        match client
             .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        Ok((generation, Connection::Server(connection)))
+            .await
+        {
+            Ok(connection) => Ok((generation, Connection::Server(connection))),
+            Err(err) if err.kind() == ErrorKind::AuthenticationFailed => {
+                Err(refused_login(&client, &config).await.unwrap_or(err))
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// A client for the server (the current master, with Sentinel), and
@@ -327,6 +367,11 @@ impl Shard {
         for client in clients {
             match within(self.timeouts.connect, client.get_async_pubsub()).await {
                 Ok(pubsub) => return Ok(pubsub),
+                Err(err) if err.kind() == ErrorKind::AuthenticationFailed => {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.timeouts.connect));
+                    failure = Some(refused_login(&client, &config).await.unwrap_or(err));
+                }
                 Err(err) => failure = Some(err),
             }
         }
@@ -513,6 +558,8 @@ impl Shard {
     }
 
     fn failure(&self, err: RedisError) -> Failure {
+        self.note_trouble(&err);
+        self.refusals.note(&self.name, &err, &self.stats);
         Failure::Redis {
             shard: self.name.clone(),
             err,
@@ -558,6 +605,7 @@ impl Shard {
                     replaced = true;
                 }
                 Err(err) if settling(&err) && Instant::now() < deadline => {
+                    self.note_trouble(&err);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 result => return self.answered(result).map_err(|err| self.failed(err)),
@@ -578,10 +626,18 @@ impl Shard {
             () = self.moved() => Err(RedisError::from((ErrorKind::Io, "Sentinel named a new master"))),
         };
         // A blocked pop that broke proves no outage: its receiver may be
-        // gone. If not, it tries again, and connecting tells.
+        // gone. If not, it tries again, and connecting tells. A server that
+        // is failing over refuses it (READONLY, UNBLOCKED) only for now.
         let value = self.answered(result).map_err(|err| {
             self.broke(&err);
-            self.failure(err)
+            if passing(&err) {
+                Failure::Redis {
+                    shard: self.name.clone(),
+                    err,
+                }
+            } else {
+                self.failure(err)
+            }
         })?;
         self.release(blocking);
         Ok(value)
@@ -591,8 +647,22 @@ impl Shard {
     fn answered<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
         if result.is_ok() {
             self.outage.over(&self.name);
+            if self.troubled.swap(false, Ordering::Relaxed) {
+                *lock(&self.trouble) = None;
+            }
         }
         result
+    }
+
+    /// Notes `err` as why the shard fails now.
+    pub fn note_trouble(&self, err: &RedisError) {
+        *lock(&self.trouble) = Some(format!("Redis at {}: {}", self.name, words(err)));
+        self.troubled.store(true, Ordering::Relaxed);
+    }
+
+    /// Why the shard failed last, if it has not answered since.
+    pub fn trouble(&self) -> Option<String> {
+        lock(&self.trouble).clone()
     }
 
     /// Forgets the shared connection after an error, so the next call reconnects.
@@ -828,4 +898,8 @@ impl Shard {
             cursor = next;
         }
     }
+}
+
+fn lock<T>(value: &Mutex<T>) -> MutexGuard<'_, T> {
+    value.lock().unwrap_or_else(|p| p.into_inner())
 }

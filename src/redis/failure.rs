@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use redis::RedisError;
 
 use super::connections::{settling, stale, unreachable};
+use super::refusal;
 use crate::bridge::Failed;
 use crate::errors;
 
@@ -12,6 +13,7 @@ use crate::errors;
 pub type Work<T> = crate::bridge::Work<T, Failure>;
 
 /// Why an operation failed, turned into a Python exception on the loop thread.
+#[derive(Clone)]
 pub enum Failure {
     Redis { shard: String, err: RedisError },
     Full(String),
@@ -23,12 +25,19 @@ impl Failed for Failure {
         match self {
             Failure::Full(channel) => errors::channel_full(py, &channel),
             Failure::Data(text) => PyValueError::new_err(text),
-            Failure::Redis { shard, err } if err.is_timeout() => {
-                PyTimeoutError::new_err(format!("Redis at {shard} did not answer in time: {err}"))
-            }
-            Failure::Redis { shard, err } => {
-                PyConnectionError::new_err(format!("Redis at {shard} failed: {err}"))
-            }
+            Failure::Redis { shard, err } => match refusal::cause(&err) {
+                Some(cause) => {
+                    let text = refusal::explain(&shard, &err);
+                    errors::server_refused(py, cause.class(), text, &shard, &refusal::words(&err))
+                }
+                None if err.is_timeout() => PyTimeoutError::new_err(format!(
+                    "Redis at {shard} did not answer in time: {err}"
+                )),
+                None => PyConnectionError::new_err(format!(
+                    "Redis at {shard} failed: {}",
+                    refusal::words(&err)
+                )),
+            },
         }
     }
 }

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::bridge::{self, Completion, Outcome, Queue, Settle};
+use super::failure::Failure;
+use crate::bridge::{self, Completion, Failed, Outcome, Queue, Settle};
 use crate::codec::Serializer;
 use crate::errors::REPLY_CHANNEL_KEY;
 use crate::names::non_local_name;
@@ -285,6 +286,34 @@ impl Inbox {
         entry.waiters.push_back(Receiver { future, queue });
         state.count(channel, 1);
         None
+    }
+
+    /// Ends every receive waiting on a channel that `affected` names with
+    /// the error of `failure`: a server that refuses the layer will not
+    /// serve them by waiting.
+    pub fn fail_waiting(&self, affected: impl Fn(&str) -> bool, failure: &Failure) {
+        let failed: Vec<Receiver> = {
+            let mut state = self.lock();
+            let mut failed = Vec::new();
+            let mut names = Vec::new();
+            for (name, mailbox) in state.channels.iter_mut().filter(|(n, _)| affected(n)) {
+                names.extend(mailbox.waiters.iter().map(|_| name.clone()));
+                failed.extend(mailbox.waiters.drain(..));
+            }
+            state.channels.retain(|_, mailbox| !mailbox.is_idle());
+            for name in names {
+                state.count(&name, -1);
+            }
+            failed
+        };
+        for receiver in failed {
+            let failure = failure.clone();
+            receiver.queue.push(Completion {
+                future: receiver.future,
+                outcome: Box::new(move |py| Err(failure.into_py(py))),
+                settle: None,
+            });
+        }
     }
 
     /// Stops waiting with `future` (cancelled), if it still waits.

@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyList};
 use tokio::sync::oneshot;
 
 use super::backup::{Receipt, Settled};
+use super::connections::Shard;
 use super::failure::Work;
 use super::hosts::{shard, HostSpec};
 use super::inbox::{Inbox, Received};
@@ -341,6 +342,15 @@ impl RedisCore {
     fn server_report_sync(&self, py: Python<'_>, pings: usize) -> PyResult<Vec<ShardReport>> {
         let queues = Arc::clone(&self.queues);
         block(py, Box::pin(async move { queues.report(pings).await }))
+    }
+
+    /// Why each failing server failed last, if it has not answered since.
+    fn troubles(&self) -> Vec<String> {
+        self.queues
+            .shards
+            .iter()
+            .filter_map(Shard::trouble)
+            .collect()
     }
 
     /// The counters and gauges `layer.stats()` returns.

@@ -14,8 +14,12 @@ use redis::RedisError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::connections::{unreachable, within};
+use super::refusal;
 use super::subscriptions::Subscriptions;
 use crate::stats::Count;
+
+/// How long a listener the server refused waits before it asks again.
+const REFUSED_PAUSE: Duration = Duration::from_secs(5);
 
 pub enum Command {
     Subscribe(String, oneshot::Sender<Result<(), RedisError>>),
@@ -180,8 +184,17 @@ impl Listener {
         };
         let layer = self.layer.upgrade()?;
         let source = &layer.shards[self.shard];
-        source.outage.failed(&name, &err);
-        let pause = source.outage.pause();
+        let pause = if refusal::cause(&err).is_some() {
+            // Refused (credentials, the ACL), not out of reach: those
+            // receiving hear why, and it is asked again now and then.
+            let failure = source.failed(err);
+            layer.fail_receivers(self.shard, &failure);
+            REFUSED_PAUSE
+        } else {
+            source.note_trouble(&err);
+            source.outage.failed(&name, &err);
+            source.outage.pause()
+        };
         drop(layer);
         tokio::time::sleep(pause).await;
         Some(None)

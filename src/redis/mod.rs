@@ -5,6 +5,7 @@
 //! `connections`, and `failure` says what went wrong. `tracking` keeps
 //! group members between group_sends.
 
+mod atomic;
 mod backoff;
 mod backup;
 mod connections;
@@ -15,6 +16,7 @@ mod layer;
 mod listener;
 mod pubsub;
 mod queues;
+mod refusal;
 mod report;
 mod ring;
 mod scripts;

@@ -9,6 +9,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::connections::Shard;
 use super::failure::{Failure, Work};
 use super::hosts::{shard, HostSpec};
 use super::inbox::{Inbox, Received};
@@ -259,6 +260,15 @@ impl PubSubCore {
             subscriptions.unsubscribe(&mut state, &name);
         }
         Ok(())
+    }
+
+    /// Why each failing server failed last, if it has not answered since.
+    fn troubles(&self) -> Vec<String> {
+        self.subscriptions
+            .shards
+            .iter()
+            .filter_map(Shard::trouble)
+            .collect()
     }
 
     /// The counters and gauges `layer.stats()` returns.

@@ -379,10 +379,16 @@ impl Queues {
                 Err(failure) => {
                     // With nobody waiting, the check above ends the pump quietly.
                     idle = true;
-                    if let (true, Failure::Redis { err, .. }) =
-                        (inbox.has_waiters(&local_name), failure)
-                    {
-                        tokio::time::sleep(self.shards[shard].pause_after(&err)).await;
+                    match failure {
+                        Failure::Redis { err, .. } if passing(&err) => {
+                            if inbox.has_waiters(&local_name) {
+                                tokio::time::sleep(self.shards[shard].pause_after(&err)).await;
+                            }
+                        }
+                        // Refused (credentials, the ACL): waiting mends nothing.
+                        failure => {
+                            inbox.fail_waiting(|c| non_local_name(c) == local_name, &failure)
+                        }
                     }
                 }
             }
@@ -651,8 +657,9 @@ impl Queues {
     /// full. Small copies go in one script: one round trip, checked and
     /// added atomically. Handing bytes to Lua costs Redis about 1.8 ns
     /// each, as much as adding them, so bigger ones go as plain commands:
-    /// the keys trimmed and counted, then those under capacity added, in
-    /// two round trips (channels_redis checks capacity this way too).
+    /// the keys trimmed and counted, then those under capacity added in
+    /// one transaction, in two round trips (channels_redis checks capacity
+    /// this way too).
     async fn write_copies(&self, batch: &Batch<'_>, now: f64) -> Result<i64, Failure> {
         let shard = &self.shards[batch.shard];
         if batch.bytes() <= SCRIPT_BYTES {
@@ -694,7 +701,7 @@ impl Queues {
             add.expire(&copy.key, self.expiry as i64).ignore();
         }
         if full < batch.copies.len() {
-            let () = shard.run(&add).await?;
+            shard.run_atomically(&add).await?;
         }
         Ok(full as i64)
     }

@@ -1,6 +1,15 @@
 //! Server-side scripts: each layer operation is one atomic round trip with
 //! the same effect on Redis as channels_redis's separate commands. Each
 //! `.lua` file says what its KEYS and ARGV are.
+//!
+//! Each starts with a `#!lua` line, so that Redis 7+ and Valkey check the
+//! script as a whole before it runs, as they check a command: at maxmemory,
+//! on a read-only replica, after a failed save or with too few replicas it
+//! is refused and writes nothing. Without that line Redis checks memory
+//! only at the first write command that adds, and ours start with one that
+//! removes (ZREMRANGEBYSCORE): their writes went on past maxmemory. The
+//! scripts that only move a member between sorted sets (pop, hold,
+//! put_back) are `allow-oom`, so queued messages are still received.
 
 use std::sync::LazyLock;
 

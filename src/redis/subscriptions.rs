@@ -196,6 +196,23 @@ impl Subscriptions {
         }
     }
 
+    /// Ends, with `failure`, each receive of a channel that hears through
+    /// `shard`: subscribed there itself, or a member of a group that is.
+    pub fn fail_receivers(&self, shard: usize, failure: &Failure) {
+        let (inbox, affected) = {
+            let state = self.lock();
+            let mut affected = HashSet::new();
+            for name in &state.subscribers[shard].names {
+                if state.channels.contains(name) {
+                    affected.insert(name.clone());
+                }
+                affected.extend(state.groups.get(name).into_iter().flatten().cloned());
+            }
+            (Arc::clone(&state.inbox), affected)
+        };
+        inbox.fail_waiting(|channel| affected.contains(channel), failure);
+    }
+
     /// Hands `{"type": message_type}` to every channel of this process.
     pub fn notify(self: &Arc<Self>, message_type: Option<&String>) {
         let Some(message_type) = message_type else {

@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redis::{
-    AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, ProtocolVersion, PushInfo, PushKind,
-    RedisError, RedisResult, ServerErrorKind, Value,
+    AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, PushInfo, PushKind, RedisError,
+    RedisResult, ServerErrorKind, Value,
 };
 
-use super::connections::{Connection, Request};
+use super::connections::{resp3, Connection, Request};
 use super::queues::{older_than, read_group, trim_group};
 
 /// More groups than this, and the cache starts over: a site with a group
@@ -176,12 +176,7 @@ impl Tracked {
         connect: Duration,
         reply: Duration,
     ) -> RedisResult<Tracked> {
-        let info = client.get_connection_info().clone();
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(settings))?;
+        let client = resp3(client)?;
         let cache = Arc::new(Mutex::new(Cache::default()));
         let pushed = Arc::clone(&cache);
         let config = AsyncConnectionConfig::new()

@@ -1,3 +1,4 @@
+#!lua
 -- KEYS: queue keys on one shard (a key may come more than once). ARGV: `per`
 -- members for each key in turn, one capacity per key, now, expiry, per.
 -- A key under its capacity gets all its members (channels_redis #400's

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- KEYS: our backup of a queue, the leases. ARGV: lease seconds, expiry, member,
 -- and its queue score when it is not backed up yet.
 -- Leases the member for another ARGV[1] seconds of the server's clock.

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- KEYS: queue, our backup of it, the leases, channels_redis's backup (see
 -- `backup`). ARGV: lease seconds, expiry.
 -- Puts back the backed-up members whose lease ran out, leases those of

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- KEYS: queue, our backup of it, the leases. ARGV: score, member, expiry.
 -- Moves a backed-up member back into the queue at its old place.
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])

@@ -1,3 +1,4 @@
+#!lua
 -- KEYS: queue. ARGV: now, expiry (whole seconds), capacity, members...
 -- Drops expired members; refuses (0) when the members would not all fit;
 -- else adds them, a microsecond apart so they keep their order, and
