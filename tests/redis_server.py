@@ -232,8 +232,9 @@ class RedisServer:
         self.tls_context = context
         self.start()
 
-    def start(self):
-        """Start the server (again, after `kill`: same port, same data)."""
+    def start(self, up=(b"+PONG", b"-NOAUTH")):
+        """Start the server (again, after `kill`: same port, same data); it
+        is up once PING's reply starts with one of `up`."""
         self.process = subprocess.Popen(
             self.arguments,
             stdout=subprocess.DEVNULL,
@@ -245,7 +246,7 @@ class RedisServer:
             try:
                 reply = command(self.port, "PING", tls=self.tls_context)
                 # A server with requirepass answers, refusing: up all the same.
-                if reply.startswith((b"+PONG", b"-NOAUTH")):
+                if reply.startswith(up):
                     break
             except OSError:
                 pass
@@ -266,6 +267,20 @@ class RedisServer:
     def stop(self):
         self.kill()
         self.directory.cleanup()
+
+
+def loading_slowly(server, seconds):
+    """Restarts `server` with 400 keys saved, which it takes about `seconds`
+    to load: it answers LOADING to most commands meanwhile."""
+    for key in range(400):
+        command(server.port, "SET", f"loading-{key}", "x" * 1024)
+    command(server.port, "SAVE")
+    server.kill()
+    delay = str(int(seconds * 1_000_000 / 400))
+    server.arguments += ["--key-load-delay", delay]
+    # Answer clients while loading, rather than only once done.
+    server.arguments += ["--loading-process-events-interval-bytes", "1024"]
+    server.start(up=(b"-LOADING",))
 
 
 def info_field(server, section, field):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from redis_server import RedisServer, command, free_port
+from redis_server import RedisServer, command, free_port, loading_slowly
 
 
 def check(*arguments, env=None):
@@ -86,7 +86,63 @@ def test_no_url_at_all():
     env = {"PATH": "/usr/bin:/bin"}
     code, output = check(env=env)
     assert code == 2
-    assert "give a Redis URL, or set REDIS_URL or REDIS_CLUSTER_URL" in output
+    assert (
+        "give a Redis URL, or set REDIS_URL, REDIS_CLUSTER_URL, REDIS_SENTINELS "
+        "or REDIS_HOST" in output
+    )
+
+
+@pytest.mark.parametrize(
+    ("argument", "words"),
+    [
+        ("127.0.0.1:6379", "has no scheme: write 'redis://127.0.0.1:6379'"),
+        ("localhost", "has no scheme: write 'redis://localhost'"),
+        ("http://cache:6379", "has the scheme 'http', which the layer cannot use"),
+        ("redis://cache:63x9", "Port could not be cast to integer"),
+        ("redis://", "names no host"),
+        ("", "the URL is empty"),
+    ],
+)
+def test_any_argument_gets_a_sentence_not_a_traceback(argument, words):
+    code, output = check(argument)
+    assert code == 1
+    assert "Traceback" not in output
+    assert words in output
+    assert "The settings cannot name a server this way" in output
+
+
+def test_the_variables_layers_from_env_reads(redis):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(redis.port),
+    }
+    code, output = check(env=env)
+    assert code == 0, output
+    assert f"channels-rs check: redis://127.0.0.1:{redis.port}/0" in output
+
+
+def test_a_variable_without_the_one_it_goes_with():
+    code, output = check(env={"PATH": "/usr/bin:/bin", "REDIS_PORT": "6380"})
+    assert code == 1 and "Traceback" not in output
+    assert "REDIS_PORT is set without REDIS_HOST" in output
+
+
+def test_a_server_at_maxmemory_is_explained(own_redis):
+    command(own_redis.port, "CONFIG", "SET", "maxmemory", "1")
+    code, output = check(own_redis.url)
+    assert code == 1
+    assert "FAILED: OutOfMemory: " in output
+    assert "OOM command not allowed when used memory > 'maxmemory'" in output
+    assert "The server is at its maxmemory and takes no more messages" in output
+
+
+def test_a_server_loading_its_data_is_named(own_redis):
+    loading_slowly(own_redis, 4)
+    code, output = check(own_redis.url, "--timeout", "1")
+    assert code == 1
+    assert "failed: LOADING " in output and "is loading the dataset in memory" in output
+    assert "The server is loading its data after a restart" in output
 
 
 @pytest.mark.parametrize("arguments", [[], ["frobnicate"]])

@@ -84,7 +84,9 @@ PATHS = {
         BIG,
         2,
         lambda layer, ctx: ["asgioom.big.a", "asgioom.big.b"],
-        setup=lambda layer, ctx: joined(layer, ctx, "oom.big", "oom.big.a", "oom.big.b"),
+        setup=lambda layer, ctx: joined(
+            layer, ctx, "oom.big", "oom.big.a", "oom.big.b"
+        ),
     ),
     "group_send_bulk": Path(
         lambda layer, ctx: layer.group_send_bulk("oom.gbulk", [SMALL, SMALL]),
@@ -191,7 +193,10 @@ async def test_queued_messages_are_received_at_maxmemory(server):
     # A receive that waits (a blocking pop, backed up after) gets the next.
     waiting = asyncio.ensure_future(receive(layer, "oom.normal"))
     await asyncio.sleep(0.1)
-    wait_for(lambda: info_field(server, "memory", "used_memory") < limit_memory_of(server), "room")
+    wait_for(
+        lambda: info_field(server, "memory", "used_memory") < limit_memory_of(server),
+        "room",
+    )
     await layer.send("oom.normal", {"type": "after"})
     assert (await waiting)["type"] == "after"
     assert command(server.port, "EXISTS", "asgioom.normal$held") == b":0\r\n"
@@ -223,7 +228,9 @@ async def test_group_add_is_refused_at_maxmemory(server):
 def replica_of(master):
     replica = RedisServer("--replicaof", "127.0.0.1", str(master.port))
     wait_for(
-        lambda: b"master_link_status:up" in command(replica.port, "INFO", "replication"),
+        lambda: (
+            b"master_link_status:up" in command(replica.port, "INFO", "replication")
+        ),
         "the replica to sync",
     )
     return replica
@@ -294,7 +301,10 @@ async def test_a_failed_save_refuses_every_write(caplog):
         shutil.rmtree(directory)
         command(server.port, "BGSAVE")
         wait_for(
-            lambda: b"rdb_last_bgsave_status:err" in command(server.port, "INFO", "persistence"),
+            lambda: (
+                b"rdb_last_bgsave_status:err"
+                in command(server.port, "INFO", "persistence")
+            ),
             "the save to fail",
         )
         layer = RedisChannelLayer(hosts=[server.url])

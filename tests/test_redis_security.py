@@ -3,6 +3,7 @@ ACL user that may do only what it needs."""
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
 from channels_rs.exceptions import AccessDenied
 from conftest import until
 from redis_cluster import ask
-from redis_server import Monitor, RedisServer
+from redis_server import Monitor, RedisServer, command
 
 SECRETS = ("wrong-s3cret", "sentinel-s3cret", "master-s3cret", "fernet-s3cret")
 
@@ -42,6 +43,79 @@ async def test_a_wrong_password_fails_without_showing_it(guarded):
     assert error.value.reply.startswith("WRONGPASS")
     assert f"127.0.0.1:{guarded.port}" in str(error.value)
     assert_no_secret(repr(layer), str(layer), str(error.value), str(blocking.value))
+
+
+def refusal_lines(caplog):
+    return [
+        r for r in caplog.records if r.name == "channels_rs" and r.levelname == "ERROR"
+    ]
+
+
+@pytest.mark.parametrize("kind", ["process-local", "normal"])
+async def test_a_receive_with_a_wrong_password_ends_saying_why(guarded, kind, caplog):
+    """Waiting mends no refused password: the receive raises AccessDenied at
+    once (as channels_redis's does, which closes the websocket so its client
+    comes back), and one ERROR line, without the password, says why."""
+    layer = RedisChannelLayer(hosts=[f"redis://:wrong-s3cret@127.0.0.1:{guarded.port}"])
+    channel = await layer.new_channel() if kind == "process-local" else "jobs"
+    start = time.monotonic()
+    with caplog.at_level(logging.ERROR, "channels_rs"):
+        for _ in range(3):
+            with pytest.raises(AccessDenied) as refused:
+                await asyncio.wait_for(layer.receive(channel), 5)
+    assert time.monotonic() - start < 1
+    assert refused.value.reply.startswith("WRONGPASS")
+    [line] = refusal_lines(caplog)
+    assert "WRONGPASS" in line.getMessage() and guarded.url in line.getMessage()
+    assert layer.stats()["refused_access"] == 3
+    assert layer.stats()["waiting_receives"] == 0
+    assert_no_secret(caplog.text, str(refused.value), *layer.troubles())
+
+
+@pytest.mark.parametrize("layer_class", [RedisChannelLayer, RedisPubSubChannelLayer])
+async def test_waiting_receives_hear_of_a_password_changed_under_them(
+    guarded, layer_class, caplog
+):
+    """The server's password changes and its clients are dropped: every
+    receive waiting on it ends with AccessDenied within a second."""
+    layer = layer_class(hosts=[f"redis://:the-real-one@127.0.0.1:{guarded.port}"])
+    channels = [await layer.new_channel() for _ in range(2)]
+    if layer_class is RedisChannelLayer:
+        channels.append("jobs")
+    waiting = [asyncio.ensure_future(layer.receive(c)) for c in channels]
+    await asyncio.sleep(0.2)
+    command(
+        guarded.port, "CONFIG", "SET", "requirepass", "rotated", password="the-real-one"
+    )
+    for kind in ("normal", "pubsub"):
+        command(guarded.port, "CLIENT", "KILL", "TYPE", kind, password="rotated")
+    start = time.monotonic()
+    with caplog.at_level(logging.ERROR, "channels_rs"):
+        for receiving in waiting:
+            with pytest.raises(AccessDenied, match="WRONGPASS"):
+                await asyncio.wait_for(receiving, 5)
+    assert time.monotonic() - start < 1
+    assert len(refusal_lines(caplog)) == 1
+    assert "the-real-one" not in caplog.text
+
+
+async def test_an_acl_that_denies_the_blocking_pop_ends_the_receive(redis, caplog):
+    rules = [rule for rule in readme_acl() if rule != "+bzpopmin"]
+    assert ask(redis, "ACL", "SETUSER", "nopop", *rules) == b"+OK\r\n"
+    try:
+        layer = RedisChannelLayer(
+            hosts=[f"redis://nopop:layer-pass@127.0.0.1:{redis.port}"]
+        )
+        local = await layer.new_channel()
+        with caplog.at_level(logging.ERROR, "channels_rs"):
+            for channel in (local, "acl-jobs"):
+                with pytest.raises(AccessDenied, match="NOPERM.*bzpopmin"):
+                    await asyncio.wait_for(layer.receive(channel), 5)
+        [line] = refusal_lines(caplog)
+        assert "ACL line" in line.getMessage()
+        assert layer.stats()["refused_access"] == 2
+    finally:
+        ask(redis, "ACL", "DELUSER", "nopop")
 
 
 async def test_log_lines_name_the_server_without_its_password(caplog):

@@ -152,6 +152,24 @@ async def test_host_and_port_reach_a_real_server(redis):
         ({"REDIS_HOST": "h", "REDIS_PORT": "63a"}, "REDIS_PORT='63a' is not a number"),
         ({"REDIS_HOST": "h", "REDIS_DB": "one"}, "REDIS_DB='one' is not a number"),
         ({"REDIS_SENTINELS": "s1"}, "REDIS_SENTINELS: 's1' is not host:port"),
+        # Set without the variable they go with, they would be ignored.
+        (
+            {"REDIS_PORT": "6380"},
+            "REDIS_PORT is set without REDIS_HOST, so it would be ignored: set "
+            "REDIS_HOST too, or unset REDIS_PORT",
+        ),
+        (
+            {"REDIS_URL": "redis://x", "REDIS_PASSWORD": "p"},
+            "REDIS_PASSWORD is set without REDIS_HOST or REDIS_SENTINELS, so it "
+            "would be ignored: set REDIS_HOST or REDIS_SENTINELS too, or unset "
+            "REDIS_PASSWORD (with REDIS_URL, the URL carries it: "
+            "redis://:password@host:port/db)",
+        ),
+        (
+            {"REDIS_HOST": "h", "REDIS_SENTINEL_MASTER": "cache"},
+            "REDIS_SENTINEL_MASTER is set without REDIS_SENTINELS, so it would be "
+            "ignored: set REDIS_SENTINELS too, or unset REDIS_SENTINEL_MASTER",
+        ),
         (
             {"REDIS_URL": "redis://x", "CHANNEL_LAYERS_BACKEND": "kafka"},
             "CHANNEL_LAYERS_BACKEND='kafka': use one of redis, pubsub",

@@ -4,8 +4,10 @@ a Redis deployment as a channel layer, in plain words.
 It connects, reports the server's version and round-trip latency, then sends
 a message through a normal channel, a process-local channel and a group (the
 layer's server-side scripts load on the way), and takes each back, so it
-leaves nothing behind. Without a URL it uses REDIS_CLUSTER_URL or REDIS_URL,
-as ``layers_from_env()`` does. Output names servers without passwords."""
+leaves nothing behind. Without a URL it reads the variables
+``layers_from_env()`` reads (REDIS_CLUSTER_URL, REDIS_SENTINELS, REDIS_URL,
+REDIS_HOST and their companions). Output names servers without passwords,
+and any failure is a sentence with what to do, never a traceback."""
 
 import argparse
 import asyncio
@@ -17,8 +19,24 @@ import uuid
 
 from . import _core
 from .core import RedisChannelLayer
+from .exceptions import OutOfMemory, WritesRefused
+from .settings import hosts_from_env
 
 PINGS = 20
+
+# What a refusal means, by class: the layer's own error text says the fix.
+REFUSALS = [
+    (
+        OutOfMemory,
+        "The server is at its maxmemory and takes no more messages. Received "
+        "messages free it; see which channels pile up (redis-cli --bigkeys).",
+    ),
+    (
+        WritesRefused,
+        "The server takes no writes now (a replica, a failed save, or too few "
+        "replicas): the error above says which.",
+    ),
+]
 
 # What a failure's text means, in the order to look for it.
 EXPLANATIONS = [
@@ -41,6 +59,15 @@ EXPLANATIONS = [
         "this host name.",
     ),
     (
+        ("loading",),
+        "The server is loading its data after a restart, and answers once it "
+        "has: try again in a moment.",
+    ),
+    (
+        ("masterdown", "clusterdown", "tryagain"),
+        "The server or cluster is between masters (a failover): try again in a moment.",
+    ),
+    (
         ("refused",),
         "Nothing accepted the connection. Is Redis running there, and are the "
         "host and port right? (Inside a container, localhost is the "
@@ -60,6 +87,11 @@ EXPLANATIONS = [
 
 def explain(error):
     """Plain words for `error`, as the layer raised it."""
+    for kind, explanation in REFUSALS:
+        if isinstance(error, kind):
+            return explanation
+    if isinstance(error, (ValueError, TypeError)):
+        return "The settings cannot name a server this way: the error says the fix."
     text = str(error).lower()
     for needles, explanation in EXPLANATIONS:
         if any(needle in text for needle in needles):
@@ -69,11 +101,15 @@ def explain(error):
     return "An unexpected failure; the error above says what the server answered."
 
 
-def hosts_from(urls, cluster, timeout):
+def with_timeouts(hosts, timeout):
+    """`hosts` entries with `timeout` seconds to connect and for each reply."""
     options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
-    if cluster:
-        return [{"cluster": urls, **options}]
-    return [{"address": url, **options} for url in urls]
+    return [
+        {**entry, **options}
+        if isinstance(entry, dict)
+        else {"address": entry, **options}
+        for entry in hosts
+    ]
 
 
 def describe(info):
@@ -114,8 +150,11 @@ def step(title, outcome):
     print(f"  {title:<28} {outcome}", flush=True)
 
 
-async def check(urls, cluster, timeout):
-    layer = RedisChannelLayer(hosts=hosts_from(urls, cluster, timeout))
+async def check(hosts, timeout):
+    try:
+        layer = RedisChannelLayer(hosts=with_timeouts(hosts, timeout))
+    except Exception as error:  # noqa: BLE001 - every failure is reported
+        return failed(error)
     for name in layer._host_names:
         print(f"channels-rs check: {name}")
     try:
@@ -142,13 +181,17 @@ async def check(urls, cluster, timeout):
             f"{type(event_loop).__name__}, woken by {_core.wakeup_of(event_loop)}",
         )
     except Exception as error:  # noqa: BLE001 - every failure is reported
-        print(f"\nFAILED: {type(error).__name__}: {error}")
-        print(explain(error))
-        return 1
+        return failed(error)
     finally:
         layer._core.close()
     print("All checks passed: this deployment can carry the channel layer.")
     return 0
+
+
+def failed(error):
+    print(f"\nFAILED: {type(error).__name__}: {error}")
+    print(explain(error))
+    return 1
 
 
 def main(argv=None):
@@ -159,8 +202,9 @@ def main(argv=None):
     parser.add_argument(
         "url",
         nargs="?",
-        help="redis://, rediss://, valkey:// or valkeys:// URL "
-        "(default: REDIS_CLUSTER_URL or REDIS_URL)",
+        help="redis://, rediss://, valkey:// or valkeys:// URL (default: the "
+        "variables layers_from_env() reads: REDIS_CLUSTER_URL, REDIS_SENTINELS, "
+        "REDIS_URL, REDIS_HOST)",
     )
     parser.add_argument(
         "--cluster",
@@ -171,15 +215,24 @@ def main(argv=None):
         "--timeout", type=float, default=5.0, help="seconds to wait (default 5)"
     )
     options = parser.parse_args(argv)
-    cluster = options.cluster
-    url = options.url
-    if url is None:
-        cluster = bool(os.environ.get("REDIS_CLUSTER_URL"))
-        url = os.environ.get("REDIS_CLUSTER_URL") or os.environ.get("REDIS_URL")
-    if not url:
-        parser.error("give a Redis URL, or set REDIS_URL or REDIS_CLUSTER_URL")
-    urls = [part.strip() for part in url.split(",") if part.strip()]
-    return asyncio.run(check(urls, cluster, options.timeout))
+    if options.url is None:
+        try:
+            hosts = hosts_from_env(os.environ)
+        except ValueError as error:
+            return failed(error)
+        if not hosts:
+            parser.error(
+                "give a Redis URL, or set REDIS_URL, REDIS_CLUSTER_URL, "
+                "REDIS_SENTINELS or REDIS_HOST"
+            )
+    else:
+        urls = [part.strip() for part in options.url.split(",") if part.strip()]
+        if not urls:
+            return failed(
+                ValueError("the URL is empty: give one, e.g. redis://host:6379")
+            )
+        hosts = [{"cluster": urls}] if options.cluster else urls
+    return asyncio.run(check(hosts, options.timeout))
 
 
 if __name__ == "__main__":

@@ -23,11 +23,17 @@ def register() -> None:
 
 
 def _entries():
-    """(alias, backend class or None, CONFIG) for each CHANNEL_LAYERS entry."""
+    """(alias, BACKEND, its class or None, CONFIG) for each CHANNEL_LAYERS
+    entry; a malformed entry gives no class."""
     for alias, entry in getattr(settings, "CHANNEL_LAYERS", {}).items():
+        if not isinstance(entry, dict):
+            yield alias, entry, None, {}
+            continue
         try:
             backend = import_string(entry["BACKEND"])
-        except (ImportError, KeyError):
+        except (ImportError, KeyError, TypeError, ValueError):
+            backend = None
+        if not isinstance(backend, type):
             backend = None
         yield alias, entry.get("BACKEND"), backend, entry.get("CONFIG") or {}
 
@@ -58,6 +64,9 @@ def config_keys(app_configs=None, **kwargs):
                 )
             )
             continue
+        if not isinstance(config, dict):
+            problems.extend(_made(where, backend, config))
+            continue
         valid = _keywords(backend)
         for key in [] if valid is None else [k for k in config if k not in valid]:
             close = difflib.get_close_matches(key, valid, n=1)
@@ -73,14 +82,43 @@ def config_keys(app_configs=None, **kwargs):
         if issubclass(backend, RedisLayer):
             try:
                 host_specs(config.get("hosts"))
-            except (ValueError, TypeError, KeyError, IndexError) as error:
+            except Exception as error:  # noqa: BLE001 - every way is reported
                 problems.append(
                     checks.Error(
                         f"{where}['CONFIG']['hosts'] is not valid: {error}",
                         id="channels_rs.E003",
                     )
                 )
+                continue
+        if issubclass(backend, CoreLayer) and not any(
+            problem.msg.startswith(where) for problem in problems
+        ):
+            problems.extend(_made(where, backend, config))
     return problems
+
+
+def _made(where, backend, config):
+    """Makes the layer as Channels would, which connects to nothing: what it
+    refuses at startup (a bad option value, an unreadable certificate) is
+    reported here rather than at the first message."""
+    if not isinstance(config, dict):
+        return [
+            checks.Error(
+                f"{where}['CONFIG'] must be a dict of options, not "
+                f"{type(config).__name__}",
+                id="channels_rs.E004",
+            )
+        ]
+    try:
+        backend(**config)
+    except Exception as error:  # noqa: BLE001 - every way is reported
+        return [
+            checks.Error(
+                f"{where}['CONFIG'] is not valid: {type(error).__name__}: {error}",
+                id="channels_rs.E004",
+            )
+        ]
+    return []
 
 
 def _hosts_named(config):
@@ -123,8 +161,8 @@ def deployment(app_configs=None, **kwargs):
             continue
         try:
             remote = [host for host in _hosts_named(config) if not _loopback(host)]
-        except (ValueError, TypeError, KeyError, IndexError):
-            continue  # config_keys reports it
+        except Exception:  # noqa: BLE001 - config_keys reports it
+            continue
         if remote:
             problems.append(
                 checks.Warning(

@@ -48,7 +48,7 @@ def check(alias: str = "default", timeout: float = TIMEOUT) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001 - every failure is the answer
         if isinstance(error, asyncio.TimeoutError):
             # The layer is still trying: say what it last heard, if anything.
-            troubles = getattr(layer, "troubles", list)()
+            troubles: list[str] = getattr(layer, "troubles", list)()
             reason = "; ".join([f"no round trip within {timeout:g} s", *troubles])
         else:
             reason = _without_secrets(f"{type(error).__name__}: {error}")

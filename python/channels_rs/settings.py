@@ -12,6 +12,15 @@ BACKENDS = {
     "redis": "channels_rs.RedisChannelLayer",
     "pubsub": "channels_rs.RedisPubSubChannelLayer",
 }
+# Variables that only say something beside another (their "leaders"):
+# set without any of those, they would be ignored without a word.
+COMPANIONS = {
+    "REDIS_PORT": ("REDIS_HOST",),
+    "REDIS_PASSWORD": ("REDIS_HOST", "REDIS_SENTINELS"),
+    "REDIS_DB": ("REDIS_HOST", "REDIS_SENTINELS"),
+    "REDIS_SENTINEL_MASTER": ("REDIS_SENTINELS",),
+    "REDIS_SENTINEL_PASSWORD": ("REDIS_SENTINELS",),
+}
 FLAGS = {"1": True, "true": True, "yes": True, "on": True}
 FLAGS.update({"": False, "0": False, "false": False, "no": False, "off": False})
 
@@ -56,9 +65,34 @@ def _server(environ: Mapping[str, str]) -> dict[str, Any]:
     return options
 
 
-def _hosts(environ: Mapping[str, str], url_variable: str, cluster_variable: str):
+def _set(environ: Mapping[str, str], variable: str) -> bool:
+    return bool(environ.get(variable, "").strip())
+
+
+def _check_companions(environ: Mapping[str, str], url_variable: str) -> None:
+    """Raises for a variable set without the one it goes with."""
+    for variable, leaders in COMPANIONS.items():
+        if not _set(environ, variable) or any(_set(environ, v) for v in leaders):
+            continue
+        needs = " or ".join(leaders)
+        fix = f"set {needs} too, or unset {variable}"
+        if _set(environ, url_variable) and "SENTINEL" not in variable:
+            fix += f" (with {url_variable}, the URL carries it: redis://:password@host:port/db)"
+        raise ValueError(
+            f"{variable} is set without {needs}, so it would be ignored: {fix}"
+        )
+
+
+def hosts_from_env(
+    environ: Mapping[str, str],
+    url_variable: str = "REDIS_URL",
+    cluster_variable: str = "REDIS_CLUSTER_URL",
+) -> list[Any] | None:
     """The hosts entries the environment names, if any: a cluster's startup
-    nodes, else Sentinels, else URLs, else a host and port."""
+    nodes, else Sentinels, else URLs, else a host and port. A variable set
+    without the one it goes with (REDIS_PORT without REDIS_HOST) raises
+    ValueError rather than leave the server unnamed."""
+    _check_companions(environ, url_variable)
     nodes = _listed(environ, cluster_variable)
     if nodes:
         return [{"cluster": nodes}]
@@ -110,7 +144,9 @@ def layers_from_env(
     """
     environ = os.environ if environ is None else environ
     in_memory = _flag(environ, "USE_INMEMORY_CHANNELS")
-    hosts = None if in_memory else _hosts(environ, url_variable, cluster_variable)
+    hosts = (
+        None if in_memory else hosts_from_env(environ, url_variable, cluster_variable)
+    )
     if not hosts:
         layer = {"BACKEND": MEMORY}
         return {"default": {**layer, "CONFIG": config} if config else layer}
