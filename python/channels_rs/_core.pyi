@@ -36,6 +36,7 @@ class MemoryOptions(TypedDict):
     group_expiry: float
     capacity: int
     channel_capacity: list[tuple[re.Pattern[str], int]]
+    require_serializable: bool
 
 @final
 class MemoryCore:

@@ -14,7 +14,13 @@ from .views import ChannelsView, GroupsView
 class InMemoryChannelLayer(CoreLayer):
     """Channel layer that lives in this process's memory: for development and
     tests, or a single-process deployment. One instance serves every thread
-    and event loop of the process."""
+    and event loop of the process.
+
+    A message the Redis layers could not send (a datetime, a set, a model
+    instance) is delivered as channels' layer would, with a WARNING naming
+    the type and where in the message it sits, once per place; with
+    ``require_serializable=True`` it raises the TypeError the Redis layers
+    raise instead, so development fails where production would."""
 
     extensions = ["groups", "flush"]
     _core: _core.MemoryCore
@@ -25,6 +31,7 @@ class InMemoryChannelLayer(CoreLayer):
         group_expiry: int = 86400,
         capacity: int = 100,
         channel_capacity: dict[str | Pattern[str], int] | None = None,
+        require_serializable: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -44,6 +51,7 @@ class InMemoryChannelLayer(CoreLayer):
                 "group_expiry": group_expiry,
                 "capacity": capacity,
                 "channel_capacity": compiled,
+                "require_serializable": require_serializable,
             }
         )
         self.channels = ChannelsView(self._core)
@@ -87,6 +95,14 @@ class InMemoryChannelLayer(CoreLayer):
 
     def group_channels_sync(self, group: str) -> list[str]:
         return self._core.group_channels(group)
+
+    def send_sync(self, channel: str, message: Message) -> None:
+        """``send`` for plain sync code, as the Redis layers have it."""
+        self._core.send(channel, message)
+
+    def group_send_sync(self, group: str, message: Message) -> None:
+        """``group_send`` for plain sync code, as the Redis layers have it."""
+        self._core.group_send(group, message)
 
     async def flush(self) -> None:
         """Drop every queued message and group."""

@@ -68,6 +68,12 @@ fn json<'py>(py: Python<'py>, function: &str) -> PyResult<Bound<'py, PyAny>> {
         .getattr(function)
 }
 
+/// Whether the Redis layers' default serializer (msgpack) takes `message`:
+/// if not, the error they would raise, naming the type and where it sits.
+pub fn check_msgpack(message: &Bound<'_, PyDict>) -> PyResult<()> {
+    msgpack::encode(message, &mut Vec::new())
+}
+
 impl Serializer {
     /// The stored form of `message`, with `__asgi_channel__: reply` added
     /// when given (as channels_redis does for process-local channels).

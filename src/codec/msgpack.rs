@@ -19,13 +19,57 @@ use super::Opened;
 /// msgpack-python refuses to nest deeper than this.
 const MAX_DEPTH: usize = 512;
 
+/// Why a value could not be encoded, and where in the message: the steps
+/// from the value up to the message, innermost first, gathered only as an
+/// error unwinds.
+struct Unencodable {
+    err: PyErr,
+    within: Vec<String>,
+}
+
+impl From<PyErr> for Unencodable {
+    fn from(err: PyErr) -> Self {
+        Unencodable {
+            err,
+            within: Vec::new(),
+        }
+    }
+}
+
+impl Unencodable {
+    /// The same error one level up, under the subscript `step` (`['key']`, `[2]`).
+    fn under(mut self, step: impl FnOnce() -> String) -> Self {
+        self.within.push(step());
+        self
+    }
+
+    /// The error, its text ending with where in the message it is: "can not
+    /// serialize 'datetime.datetime' object at message['when']".
+    fn into_err(self, py: Python<'_>) -> PyErr {
+        let path: String = self.within.iter().rev().map(String::as_str).collect();
+        let text = format!("{} at message{path}", self.err.value(py));
+        let kind = self.err.get_type(py);
+        if kind.is(py.get_type::<PyTypeError>()) {
+            PyTypeError::new_err(text)
+        } else if kind.is(py.get_type::<PyOverflowError>()) {
+            PyOverflowError::new_err(text)
+        } else if kind.is(py.get_type::<PyValueError>()) {
+            PyValueError::new_err(text)
+        } else {
+            self.err
+        }
+    }
+}
+
+type Encoded = Result<(), Unencodable>;
+
 fn too_deep() -> PyErr {
     PyValueError::new_err("message nests deeper than 512 levels")
 }
 
-/// Appends the msgpack form of `value`.
-pub fn encode(value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
-    encode_value(value, out, 0)
+/// Appends the msgpack form of `message`.
+pub fn encode(message: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+    encode_value(message, out, 0).map_err(|err| err.into_err(message.py()))
 }
 
 /// Appends `dict` as a map with one more entry, `key: extra`, at the end, as
@@ -36,10 +80,13 @@ pub fn encode_with_entry(
     extra: &Bound<'_, PyAny>,
     out: &mut Vec<u8>,
 ) -> PyResult<()> {
-    write(rmp::encode::write_map_len(out, len_u32(dict.len() + 1)?))?;
-    encode_entries(dict, out, 1)?;
-    write(rmp::encode::write_str(out, key))?;
-    encode_value(extra, out, 1)
+    let mut encoded = || -> Encoded {
+        write(rmp::encode::write_map_len(out, len_u32(dict.len() + 1)?))?;
+        encode_entries(dict, out, 1)?;
+        write(rmp::encode::write_str(out, key))?;
+        encode_value(extra, out, 1)
+    };
+    encoded().map_err(|err| err.into_err(dict.py()))
 }
 
 /// Copies the packed map `body` with one more entry, `key: [names]`, at the
@@ -84,22 +131,22 @@ pub fn append_entry(
     Ok(())
 }
 
-fn write<E: std::fmt::Display>(result: Result<impl Sized, E>) -> PyResult<()> {
+fn write<E: std::fmt::Display>(result: Result<impl Sized, E>) -> Encoded {
     result
         .map(drop)
-        .map_err(|err| PyValueError::new_err(err.to_string()))
+        .map_err(|err| PyValueError::new_err(err.to_string()).into())
 }
 
 fn len_u32(len: usize) -> PyResult<u32> {
     u32::try_from(len).map_err(|_| PyValueError::new_err("message part too large for msgpack"))
 }
 
-fn encode_value(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyResult<()> {
+fn encode_value(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Encoded {
     if depth > MAX_DEPTH {
-        return Err(too_deep());
+        return Err(too_deep().into());
     }
     if value.is_none() {
-        rmp::encode::write_nil(out).map_err(|err| PyValueError::new_err(err.to_string()))?;
+        write(rmp::encode::write_nil(out))?;
     } else if let Ok(flag) = value.cast::<PyBool>() {
         write(rmp::encode::write_bool(out, flag.is_true()))?;
     } else if value.is_instance_of::<PyInt>() {
@@ -117,52 +164,63 @@ fn encode_value(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Py
         encode_entries(dict, out, depth + 1)?;
     } else if let Ok(list) = value.cast::<PyList>() {
         write(rmp::encode::write_array_len(out, len_u32(list.len())?))?;
-        for item in list.iter() {
-            encode_value(&item, out, depth + 1)?;
-        }
+        encode_items(list.iter(), out, depth)?;
     } else if let Ok(tuple) = value.cast::<PyTuple>() {
         write(rmp::encode::write_array_len(out, len_u32(tuple.len())?))?;
-        for item in tuple.iter() {
-            encode_value(&item, out, depth + 1)?;
-        }
+        encode_items(tuple.iter(), out, depth)?;
     } else if value.is_instance_of::<PyMemoryView>() {
         let bytes: Vec<u8> = value.call_method0("tobytes")?.extract()?;
         encode_bin(&bytes, out)?;
     } else {
-        let kind = value.get_type().name()?;
-        return Err(PyTypeError::new_err(format!(
-            "can not serialize {kind:?} object"
-        )));
+        let kind = value.get_type().fully_qualified_name()?;
+        let text = format!("can not serialize '{kind}' object");
+        return Err(PyTypeError::new_err(text).into());
     }
     Ok(())
 }
 
-fn encode_entries(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: usize) -> PyResult<()> {
+fn encode_items<'py>(
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Encoded {
+    for (at, item) in items.enumerate() {
+        encode_value(&item, out, depth + 1).map_err(|err| err.under(|| format!("[{at}]")))?;
+    }
+    Ok(())
+}
+
+fn encode_entries(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: usize) -> Encoded {
     for (key, item) in dict.iter() {
         if !(key.is_instance_of::<PyString>() || key.is_instance_of::<PyBytes>()) {
             let kind = key.get_type().name()?;
             return Err(PyTypeError::new_err(format!(
                 "message keys must be str, not {kind} ({}): receivers cannot decode other keys",
                 key.repr()?
-            )));
+            ))
+            .into());
         }
         encode_value(&key, out, depth)?;
-        encode_value(&item, out, depth)?;
+        let step = || {
+            key.repr()
+                .map_or_else(|_| "[?]".to_owned(), |r| format!("[{r}]"))
+        };
+        encode_value(&item, out, depth).map_err(|err| err.under(step))?;
     }
     Ok(())
 }
 
-fn encode_int(value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+fn encode_int(value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> Encoded {
     if let Ok(unsigned) = value.extract::<u64>() {
         write(rmp::encode::write_uint(out, unsigned))
     } else if let Ok(signed) = value.extract::<i64>() {
         write(rmp::encode::write_sint(out, signed))
     } else {
-        Err(PyOverflowError::new_err("Integer value out of range"))
+        Err(PyOverflowError::new_err("Integer value out of range").into())
     }
 }
 
-fn encode_bin(bytes: &[u8], out: &mut Vec<u8>) -> PyResult<()> {
+fn encode_bin(bytes: &[u8], out: &mut Vec<u8>) -> Encoded {
     write(rmp::encode::write_bin(out, bytes))
 }
 

@@ -5,6 +5,12 @@
 //! are shared, and anything else goes to `copy.deepcopy`. Messages nested
 //! deeper than `MAX_DEPTH` (or cyclic) are handed whole to `copy.deepcopy`,
 //! which keeps their sharing and cycles.
+//!
+//! On the way the copy notes whether the message is plain: builtin types
+//! all the way down, str or bytes keys, ints of 64 bits. The Redis layers'
+//! msgpack surely takes a plain message; only another is worth the
+//! encoder's look (`codec::check_msgpack`), so the check costs nearly
+//! nothing on the common path.
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -17,6 +23,12 @@ enum Failure {
     Python(PyErr),
 }
 
+/// A copy, and whether its message is plain (see above).
+pub struct Copied<'py> {
+    pub copy: Bound<'py, PyAny>,
+    pub plain: bool,
+}
+
 impl From<PyErr> for Failure {
     fn from(err: PyErr) -> Self {
         Failure::Python(err)
@@ -24,11 +36,15 @@ impl From<PyErr> for Failure {
 }
 
 /// A deep copy of `value` with `copy.deepcopy` semantics for what it contains.
-pub fn deep_copy<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    match copy_value(value, 0) {
-        Ok(copy) => Ok(copy),
+pub fn deep_copy<'py>(value: &Bound<'py, PyAny>) -> PyResult<Copied<'py>> {
+    let mut plain = true;
+    match copy_value(value, 0, &mut plain) {
+        Ok(copy) => Ok(Copied { copy, plain }),
         Err(Failure::Python(err)) => Err(err),
-        Err(Failure::TooDeep) => python_deepcopy(value),
+        Err(Failure::TooDeep) => Ok(Copied {
+            copy: python_deepcopy(value)?,
+            plain: false,
+        }),
     }
 }
 
@@ -48,8 +64,15 @@ fn is_immutable_scalar(value: &Bound<'_, PyAny>) -> bool {
         || value.is_none()
 }
 
-fn copy_value<'py>(value: &Bound<'py, PyAny>, depth: usize) -> Result<Bound<'py, PyAny>, Failure> {
+fn copy_value<'py>(
+    value: &Bound<'py, PyAny>,
+    depth: usize,
+    plain: &mut bool,
+) -> Result<Bound<'py, PyAny>, Failure> {
     if is_immutable_scalar(value) {
+        if *plain && value.is_exact_instance_of::<PyInt>() {
+            *plain = value.extract::<i64>().is_ok() || value.extract::<u64>().is_ok();
+        }
         return Ok(value.clone());
     }
     if depth >= MAX_DEPTH {
@@ -59,22 +82,29 @@ fn copy_value<'py>(value: &Bound<'py, PyAny>, depth: usize) -> Result<Bound<'py,
     if let Ok(dict) = value.cast_exact::<PyDict>() {
         let copy = PyDict::new(py);
         for (key, item) in dict.iter() {
-            copy.set_item(copy_value(&key, depth + 1)?, copy_value(&item, depth + 1)?)?;
+            *plain &=
+                key.is_exact_instance_of::<PyString>() || key.is_exact_instance_of::<PyBytes>();
+            let key = copy_value(&key, depth + 1, plain)?;
+            copy.set_item(key, copy_value(&item, depth + 1, plain)?)?;
         }
         return Ok(copy.into_any());
     }
     if let Ok(list) = value.cast_exact::<PyList>() {
-        return Ok(PyList::new(py, copy_items(list.iter(), depth)?)?.into_any());
+        return Ok(PyList::new(py, copy_items(list.iter(), depth, plain)?)?.into_any());
     }
     if let Ok(tuple) = value.cast_exact::<PyTuple>() {
-        return Ok(PyTuple::new(py, copy_items(tuple.iter(), depth)?)?.into_any());
+        return Ok(PyTuple::new(py, copy_items(tuple.iter(), depth, plain)?)?.into_any());
     }
+    *plain = false;
     Ok(python_deepcopy(value)?)
 }
 
 fn copy_items<'py>(
     items: impl Iterator<Item = Bound<'py, PyAny>>,
     depth: usize,
+    plain: &mut bool,
 ) -> Result<Vec<Bound<'py, PyAny>>, Failure> {
-    items.map(|item| copy_value(&item, depth + 1)).collect()
+    items
+        .map(|item| copy_value(&item, depth + 1, plain))
+        .collect()
 }

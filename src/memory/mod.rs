@@ -7,8 +7,8 @@
 mod copy;
 mod state;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::bridge;
 use crate::capacity::{unbounded_if_not_positive, Capacities};
 use crate::clock::unix_now;
+use crate::codec;
 use crate::errors;
 use crate::names;
 use crate::process::{Guard, PerProcess};
@@ -33,7 +34,15 @@ struct Shared {
     group_expiry: f64,
     capacities: Capacities,
     stats: Stats,
+    /// Whether a message the Redis layers could not send raises here too,
+    /// rather than being warned of.
+    require_serializable: bool,
+    /// What was warned of: each type at each place once.
+    warned: Mutex<HashSet<String>>,
 }
+
+/// Kinds of unsendable message remembered, so each is warned of once.
+const WARNED: usize = 1024;
 
 fn is_done(future: &Bound<'_, PyAny>) -> PyResult<bool> {
     future
@@ -117,6 +126,35 @@ impl Shared {
         Ok(scheduled.err().map(|_| message))
     }
 
+    /// Checks that `message` could cross Redis (msgpack, the Redis layers'
+    /// default): where it could not, code that works here would fail in
+    /// production. Raises as they would with `require_serializable`, else
+    /// logs a WARNING once per type and place in the message.
+    /// `plain` is what the message's copy found (see `copy`).
+    fn require_sendable(
+        &self,
+        py: Python<'_>,
+        message: &Bound<'_, PyDict>,
+        plain: bool,
+    ) -> PyResult<()> {
+        if plain {
+            return Ok(());
+        }
+        let Err(err) = codec::check_msgpack(message) else {
+            return Ok(());
+        };
+        if self.require_serializable {
+            return Err(err);
+        }
+        let problem = err.value(py).to_string();
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.len() < WARNED && warned.insert(problem.clone()) {
+            drop(warned);
+            log::warn!(target: "channels_rs", "InMemoryChannelLayer: the Redis layers could not send this message ({}: {problem}). Convert the value (str(), .isoformat(), list()) so that it works in production too; require_serializable=True raises this here", err.get_type(py).name()?);
+        }
+        Ok(())
+    }
+
     /// Puts back a message its receiver never took, first in line.
     fn give_back(self: &Arc<Self>, py: Python<'_>, name: &str, message: Py<PyAny>) -> PyResult<()> {
         self.deliver(py, name, message, usize::MAX, true).map(drop)
@@ -186,6 +224,7 @@ struct Options {
     group_expiry: f64,
     capacity: i64,
     channel_capacity: Vec<(Py<PyAny>, i64)>,
+    require_serializable: bool,
 }
 
 #[pymethods]
@@ -197,6 +236,7 @@ impl MemoryCore {
             group_expiry,
             capacity,
             channel_capacity,
+            require_serializable,
         } = options;
         let patterns = channel_capacity
             .into_iter()
@@ -208,6 +248,8 @@ impl MemoryCore {
             group_expiry,
             capacities: Capacities::new(unbounded_if_not_positive(capacity), patterns),
             stats: Stats::default(),
+            require_serializable,
+            warned: Mutex::new(HashSet::new()),
         };
         Ok(MemoryCore {
             shared: Arc::new(shared),
@@ -223,8 +265,10 @@ impl MemoryCore {
         let message = errors::require_dict(message)?;
         let name = names::channel(py, channel)?;
         errors::require_no_reply_channel(message)?;
+        let copied = copy::deep_copy(message)?;
+        self.shared.require_sendable(py, message, copied.plain)?;
         let capacity = self.shared.capacities.of(py, &name)?;
-        let copy = copy::deep_copy(message)?.unbind();
+        let copy = copied.copy.unbind();
         let stats = &self.shared.stats;
         match self.shared.deliver(py, &name, copy, capacity, false)? {
             Ok(()) => {
@@ -346,13 +390,24 @@ impl MemoryCore {
             .iter()
             .map(|group| names::group(py, group))
             .collect::<PyResult<Vec<_>>>()?;
+        // Each message's first copy says whether it could cross Redis, all
+        // before any is sent; it goes to the first member.
+        let mut first_copies = Vec::with_capacity(messages.len());
+        for message in &messages {
+            let copied = copy::deep_copy(message)?;
+            self.shared.require_sendable(py, message, copied.plain)?;
+            first_copies.push(Some(copied.copy.unbind()));
+        }
         for group in groups {
             let members = self.live_members(&group);
             let mut full = 0;
-            for message in &messages {
+            for (message, first) in messages.iter().zip(&mut first_copies) {
                 for member in &members {
                     let capacity = self.shared.capacities.of(py, member)?;
-                    let copy = copy::deep_copy(message)?.unbind();
+                    let copy = match first.take() {
+                        Some(copy) => copy,
+                        None => copy::deep_copy(message)?.copy.unbind(),
+                    };
                     // A full member misses this message, as in channels.
                     let delivered = self.shared.deliver(py, member, copy, capacity, false)?;
                     full += usize::from(delivered.is_err());
@@ -379,7 +434,11 @@ impl MemoryCore {
     ) -> PyResult<()> {
         let copies = errors::require_messages(&messages)?
             .into_iter()
-            .map(|message| Ok(copy::deep_copy(message)?.unbind()))
+            .map(|message| {
+                let copied = copy::deep_copy(message)?;
+                self.shared.require_sendable(py, message, copied.plain)?;
+                Ok(copied.copy.unbind())
+            })
             .collect::<PyResult<Vec<_>>>()?;
         let name = names::channel(py, channel)?;
         let capacity = self.shared.capacities.of(py, &name)?;
