@@ -76,21 +76,21 @@ def redis_error(message):
     return type(raised.value), str(raised.value)
 
 
+@pytest.mark.parametrize("layer_class", [RedisChannelLayer, RedisPubSubChannelLayer])
 @pytest.mark.parametrize(("message", "kind", "place"), UNSENDABLE)
 async def test_the_redis_layers_name_where_a_message_cannot_be_sent(
-    message, kind, place
+    layer_class, message, kind, place
 ):
-    for layer_class in (RedisChannelLayer, RedisPubSubChannelLayer):
-        layer = layer_class(hosts=NOWHERE)
-        for call in (
-            lambda: layer.send("chan", message),
-            lambda: layer.group_send("room", message),
-            lambda: layer.send_bulk("chan", [{"type": "fine"}, message]),
-        ):
-            with pytest.raises(TypeError) as raised:
-                await call()
-            assert kind in str(raised.value)
-            assert str(raised.value).endswith(f" at message{place}")
+    layer = layer_class(hosts=NOWHERE)
+    for call in (
+        lambda: layer.send("chan", message),
+        lambda: layer.group_send("room", message),
+        lambda: layer.send_bulk("chan", [{"type": "fine"}, message]),
+    ):
+        with pytest.raises(TypeError) as raised:
+            await call()
+        assert kind in str(raised.value)
+        assert str(raised.value).endswith(f" at message{place}")
 
 
 @pytest.mark.parametrize(("message", "kind", "place"), UNSENDABLE)
