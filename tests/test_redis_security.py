@@ -118,6 +118,33 @@ async def test_an_acl_that_denies_the_blocking_pop_ends_the_receive(redis, caplo
         ask(redis, "ACL", "DELUSER", "nopop")
 
 
+async def test_unknown_credentials_end_receives_in_every_deployment(deployment, caplog):
+    """One server, Sentinel or a cluster: a user the servers do not know
+    gets AccessDenied from every receive, not a wait. (Through Sentinel,
+    redis-rs's words: it checks the master's role itself, and keeps only
+    "Password authentication failed" of the server's reply.)"""
+    servers, hosts = deployment
+
+    def wrong(url):
+        return url.replace("layer-pass", "wrong-s3cret")
+
+    [entry] = hosts
+    if isinstance(entry, str):
+        entry = wrong(entry)
+    elif "cluster" in entry:
+        entry = {"cluster": [wrong(url) for url in entry["cluster"]]}
+    else:
+        entry = {**entry, "password": "wrong-s3cret"}
+    layer = RedisChannelLayer(hosts=[entry])
+    local = await layer.new_channel()
+    with caplog.at_level(logging.ERROR, "channels_rs"):
+        for channel in (local, "jobs"):
+            with pytest.raises(AccessDenied, match="WRONGPASS|authentication failed"):
+                await asyncio.wait_for(layer.receive(channel), 5)
+    assert refusal_lines(caplog)
+    assert_no_secret(caplog.text)
+
+
 async def test_log_lines_name_the_server_without_its_password(caplog):
     """Each line that names a server, produced with a password in its URL:
     an outage starting and ending for both layers, and the pub/sub

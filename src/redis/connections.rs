@@ -120,7 +120,13 @@ impl Connect for Node {
             let address = info.addr().to_string();
             let client = Client::open(info)?;
             let connecting = client.get_multiplexed_async_connection_with_config(&config);
-            paced(address, connecting).await.map(Node)
+            match paced(address, connecting).await {
+                Ok(connection) => Ok(Node(connection)),
+                Err(err) if err.kind() == ErrorKind::AuthenticationFailed => {
+                    Err(refused_login(&client, &config).await.unwrap_or(err))
+                }
+                Err(err) => Err(err),
+            }
         })
     }
 }

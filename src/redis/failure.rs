@@ -44,7 +44,9 @@ impl Failed for Failure {
 
 /// Whether a receiver should wait and try again: Redis is out of reach, its
 /// server changed role under it in a failover (which also ends blocked pops
-/// with UNBLOCKED), or a cluster is still settling a slot's owner.
+/// with UNBLOCKED), or a cluster is still settling a slot's owner. Never
+/// when it refuses the layer's credentials: waiting mends nothing.
 pub fn passing(err: &RedisError) -> bool {
-    unreachable(err) || stale(err) || settling(err) || err.code() == Some("UNBLOCKED")
+    let waits = unreachable(err) || stale(err) || settling(err) || err.code() == Some("UNBLOCKED");
+    waits && refusal::cause(err) != Some(refusal::Cause::Access)
 }

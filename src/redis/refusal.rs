@@ -58,7 +58,7 @@ impl Cause {
 /// that a retry mends (a cluster settling, a server loading, a lost
 /// script) are not refusals: the layer rides them out.
 pub fn cause(err: &RedisError) -> Option<Cause> {
-    if err.kind() == ErrorKind::AuthenticationFailed {
+    if err.kind() == ErrorKind::AuthenticationFailed || reported(err).is_some() {
         return Some(Cause::Access);
     }
     if settling(err) {
@@ -74,6 +74,20 @@ pub fn cause(err: &RedisError) -> Option<Cause> {
     })
 }
 
+/// A refused login a cluster client reported as text ("Failed to create
+/// initial connections - Io: \"WRONGPASS\": invalid ..."): its code, and
+/// the server's words from there on.
+fn reported(err: &RedisError) -> Option<(&'static str, String)> {
+    let detail = err.detail().filter(|_| err.kind() == ErrorKind::Io)?;
+    ["WRONGPASS", "NOAUTH", "NOPERM", "AuthenticationFailed"]
+        .into_iter()
+        .find_map(|code| {
+            let at = detail.find(code)?;
+            let said = detail[at..].replacen(&format!("{code}\": "), &format!("{code} "), 1);
+            Some((code, said))
+        })
+}
+
 /// The code and text of the server's error reply in `err`: the first of
 /// a pipeline's or an aborted transaction's.
 fn reply(err: &RedisError) -> Option<(String, Option<String>)> {
@@ -87,7 +101,7 @@ pub fn words(err: &RedisError) -> String {
     match reply(err) {
         Some((code, Some(detail))) => format!("{code} {detail}"),
         Some((code, None)) => code,
-        None => err.to_string(),
+        None => reported(err).map_or_else(|| err.to_string(), |(_, said)| said),
     }
 }
 
@@ -95,7 +109,9 @@ pub fn words(err: &RedisError) -> String {
 /// and quoting the server.
 pub fn explain(shard: &str, err: &RedisError) -> String {
     let said = words(err);
-    let code = reply(err).map(|(code, _)| code);
+    let code = reply(err)
+        .map(|(code, _)| code)
+        .or_else(|| reported(err).map(|(code, _)| code.to_owned()));
     let (what, fix) = match code.as_deref() {
         Some("OOM") => (
             "is at its maxmemory and refuses writes; nothing was written",
@@ -122,7 +138,7 @@ pub fn explain(shard: &str, err: &RedisError) -> String {
             "denies the layer's user a command or key it needs",
             "Grant what the README's ACL line lists (keys ~<prefix>*).",
         ),
-        Some("WRONGPASS") | None if cause(err) == Some(Cause::Access) => (
+        _ if cause(err) == Some(Cause::Access) => (
             "refused the layer's credentials",
             "Check the user name and password in hosts (redis://user:password@host:port).",
         ),
