@@ -9,6 +9,7 @@ import pytest
 from channels.exceptions import ChannelFull
 
 from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
+from channels_rs.exceptions import AccessDenied
 from conftest import INTEROP_CONFIGS, INTEROP_IDS, receive, require_tls
 from redis_cluster import RedisCluster, migrate_slot_of, owner_of, wait_for
 from redis_server import Certificates, Monitor, command
@@ -114,9 +115,9 @@ async def test_tls_and_a_password(tmp_path):
         layer = RedisChannelLayer(
             hosts=[{"cluster": wrong, "ssl_ca_certs": certificates.ca}]
         )
-        with pytest.raises(ConnectionError) as error:
+        with pytest.raises(AccessDenied) as error:
             await layer.send("anything", {"type": "refused"})
-        assert "authentication" in str(error.value).lower()
+        assert error.value.reply.startswith("WRONGPASS")
         assert "guess" not in str(error.value) and "guess" not in repr(layer)
         (tmp_path / "stranger").mkdir()
         stranger = Certificates(tmp_path / "stranger")

@@ -21,7 +21,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::backoff::{paced, Outage};
 use super::failure::{passing, Failure};
-use super::refusal::{words, Refusals};
+use super::refusal::{self, words, Refusals};
 use super::sentinel::Watched;
 use super::tracking::Tracked;
 use crate::process::{renew, PerProcess};
@@ -83,16 +83,28 @@ pub fn resp3(client: &Client) -> RedisResult<Client> {
     Client::open(info.set_redis_settings(settings))
 }
 
-/// The server's own words for a login `client` had refused: redis-rs
-/// reports a refused AUTH only as "Password authentication failed", while
-/// a refused HELLO keeps the reply (WRONGPASS, or the ACL's reason).
-async fn refused_login(client: &Client, config: &AsyncConnectionConfig) -> Option<RedisError> {
-    let probe = resp3(client).ok()?;
-    probe
+/// `err`, a failure to connect with `client`; if the server refused the
+/// login, in its own words: redis-rs reports a refused AUTH only as
+/// "Password authentication failed", while a refused HELLO keeps the reply
+/// (WRONGPASS, or the ACL's reason).
+async fn in_servers_words(
+    err: RedisError,
+    client: &Client,
+    config: &AsyncConnectionConfig,
+) -> RedisError {
+    if err.kind() != ErrorKind::AuthenticationFailed {
+        return err;
+    }
+    let Ok(probe) = resp3(client) else {
+        return err;
+    };
+    match probe
         .get_multiplexed_async_connection_with_config(config)
         .await
-        .err()
-        .filter(|err| err.code().is_some())
+    {
+        Err(said) if said.code().is_some() => said,
+        _ => err,
+    }
 }
 
 /// A client for `info`, trusting and presenting `certificates` over TLS.
@@ -122,10 +134,7 @@ impl Connect for Node {
             let connecting = client.get_multiplexed_async_connection_with_config(&config);
             match paced(address, connecting).await {
                 Ok(connection) => Ok(Node(connection)),
-                Err(err) if err.kind() == ErrorKind::AuthenticationFailed => {
-                    Err(refused_login(&client, &config).await.unwrap_or(err))
-                }
-                Err(err) => Err(err),
+                Err(err) => Err(in_servers_words(err, &client, &config).await),
             }
         })
     }
@@ -335,10 +344,7 @@ impl Shard {
             .await
         {
             Ok(connection) => Ok((generation, Connection::Server(connection))),
-            Err(err) if err.kind() == ErrorKind::AuthenticationFailed => {
-                Err(refused_login(&client, &config).await.unwrap_or(err))
-            }
-            Err(err) => Err(err),
+            Err(err) => Err(in_servers_words(err, &client, &config).await),
         }
     }
 
@@ -373,12 +379,11 @@ impl Shard {
         for client in clients {
             match within(self.timeouts.connect, client.get_async_pubsub()).await {
                 Ok(pubsub) => return Ok(pubsub),
-                Err(err) if err.kind() == ErrorKind::AuthenticationFailed => {
+                Err(err) => {
                     let config = AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(self.timeouts.connect));
-                    failure = Some(refused_login(&client, &config).await.unwrap_or(err));
+                    failure = Some(in_servers_words(err, &client, &config).await);
                 }
-                Err(err) => failure = Some(err),
             }
         }
         Err(failure.expect("a cluster has at least one startup node"))
@@ -653,7 +658,9 @@ impl Shard {
     fn answered<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
         if result.is_ok() {
             self.outage.over(&self.name);
-            if self.troubled.swap(false, Ordering::Relaxed) {
+            // A load first: every answer passes here, troubles are rare.
+            if self.troubled.load(Ordering::Relaxed) && self.troubled.swap(false, Ordering::Relaxed)
+            {
                 *lock(&self.trouble) = None;
             }
         }
@@ -735,9 +742,12 @@ pub fn unreachable(err: &RedisError) -> bool {
         )
 }
 
-/// Whether `err` means the connection it came on is no use any more.
+/// Whether `err` means the connection it came on is no use any more: an
+/// outage. A login refused is none, though a cluster client reports it as
+/// an I/O error.
 fn breaks(err: &RedisError) -> bool {
-    err.is_io_error() || unreachable(err) || stale(err)
+    let broken = err.is_io_error() || unreachable(err) || stale(err);
+    broken && refusal::cause(err) != Some(refusal::Cause::Access)
 }
 
 /// A command that can be sent again on another connection.

@@ -385,7 +385,8 @@ impl Queues {
                                 tokio::time::sleep(self.shards[shard].pause_after(&err)).await;
                             }
                         }
-                        // Refused (credentials, the ACL): waiting mends nothing.
+                        // Refused (credentials, the ACL, writes): waiting
+                        // mends nothing, so those waiting hear why.
                         failure => {
                             inbox.fail_waiting(|c| non_local_name(c) == local_name, &failure)
                         }
