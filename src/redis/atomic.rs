@@ -12,18 +12,21 @@ use super::failure::Failure;
 /// Set once a server's ACL refused MULTI, so that it is said once.
 static MULTI_REFUSED: AtomicBool = AtomicBool::new(false);
 
+/// A pipeline for `Shard::run_atomically`: add the commands, then run it.
+pub fn transaction() -> Pipeline {
+    let mut transaction = redis::pipe();
+    // Each reply is looked at there: redis-rs's atomic pipelines cannot
+    // tell a refused MULTI from a refused command.
+    transaction.ignore_errors().cmd("MULTI");
+    transaction
+}
+
 impl Shard {
-    /// Runs `commands` between MULTI and EXEC on the shared connection.
-    /// An ACL user without `multi` still has them run, one by one as the
-    /// server takes them (logged once at INFO).
-    pub async fn run_atomically(&self, commands: &Pipeline) -> Result<(), Failure> {
-        let mut transaction = redis::pipe();
-        // Each reply is looked at here: redis-rs's atomic pipelines cannot
-        // tell a refused MULTI from a refused command.
-        transaction.ignore_errors().cmd("MULTI");
-        for command in commands.cmd_iter() {
-            transaction.add_command(command.clone());
-        }
+    /// Runs the commands of `transaction` (see `transaction()`) between
+    /// MULTI and EXEC on the shared connection. An ACL user without
+    /// `multi` still has them run, one by one as the server takes them
+    /// (logged once at INFO).
+    pub async fn run_atomically(&self, mut transaction: Pipeline) -> Result<(), Failure> {
         transaction.cmd("EXEC");
         let replies: Vec<RedisResult<Value>> = self.run(&transaction).await?;
         outcome(&self.name, replies).map_err(|err| self.failed(err))

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use redis::ToRedisArgs;
 use tokio::sync::oneshot;
 
+use super::atomic::transaction;
 use super::backup::{Backup, Receipt, Settled, GRACE};
 use super::connections::Shard;
 use super::failure::{passing, Failure};
@@ -687,7 +688,7 @@ impl Queues {
                 .zcount(&copy.key, "-inf", "+inf");
         }
         let sizes: Vec<i64> = shard.run(&count).await?;
-        let mut add = redis::pipe();
+        let mut add = transaction();
         let mut full = 0;
         for ((copy, messages), size) in batch.copies.iter().zip(&batch.sealed).zip(sizes) {
             if size >= copy.capacity {
@@ -696,13 +697,12 @@ impl Queues {
             }
             // A microsecond apart, as the script does, to keep their order.
             for (at, message) in messages.iter().enumerate() {
-                add.zadd(&copy.key, message, now + at as f64 * 1e-6)
-                    .ignore();
+                add.zadd(&copy.key, message, now + at as f64 * 1e-6);
             }
-            add.expire(&copy.key, self.expiry as i64).ignore();
+            add.expire(&copy.key, self.expiry as i64);
         }
         if full < batch.copies.len() {
-            shard.run_atomically(&add).await?;
+            shard.run_atomically(add).await?;
         }
         Ok(full as i64)
     }
