@@ -37,6 +37,7 @@ class MemoryOptions(TypedDict):
     capacity: int
     channel_capacity: list[tuple[re.Pattern[str], int]]
     require_serializable: bool
+    renew_groups: bool
 
 @final
 class MemoryCore:
@@ -134,6 +135,7 @@ class RedisOptions(TypedDict):
     channel_capacity: list[tuple[re.Pattern[str], int]]
     serializer: Serializer
     brpop_timeout: float
+    renew_groups: bool
 
 @final
 class RedisCore:

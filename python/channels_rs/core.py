@@ -12,7 +12,13 @@ from .types import Hosts, Message
 
 class RedisChannelLayer(RedisLayer):
     """Channel layer on Redis, sharing channels_redis's keys and message bytes,
-    so both can serve one project during a migration."""
+    so both can serve one project during a migration.
+
+    With ``renew_groups`` (the default), the group memberships this process
+    added for channels it still receives on are renewed before
+    ``group_expiry`` takes them, and added back to a server that lost them
+    (an empty restart, a failover): ``group_expiry`` then only reaps the
+    members of consumers that stopped receiving."""
 
     # Seconds one blocking pop waits before it is issued again.
     brpop_timeout = 5
@@ -29,6 +35,7 @@ class RedisChannelLayer(RedisLayer):
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         random_prefix_length: int = 12,
         serializer_format: str = "msgpack",
+        renew_groups: bool = True,
     ) -> None:
         super().__init__(expiry=expiry, capacity=capacity)
         self.group_expiry = group_expiry
@@ -54,6 +61,7 @@ class RedisChannelLayer(RedisLayer):
                 "channel_capacity": compiled,
                 "serializer": self._serializer,
                 "brpop_timeout": self.brpop_timeout,
+                "renew_groups": renew_groups,
             }
         )
 

@@ -20,7 +20,11 @@ class InMemoryChannelLayer(CoreLayer):
     instance) is delivered as channels' layer would, with a WARNING naming
     the type and where in the message it sits, once per place; with
     ``require_serializable=True`` it raises the TypeError the Redis layers
-    raise instead, so development fails where production would."""
+    raise instead, so development fails where production would.
+
+    With ``renew_groups`` (the default), a member whose channel a receive
+    waits on, or received within a quarter of ``group_expiry``, stays in
+    its groups past ``group_expiry``, as the Redis layer renews it."""
 
     extensions = ["groups", "flush"]
     _core: _core.MemoryCore
@@ -32,6 +36,7 @@ class InMemoryChannelLayer(CoreLayer):
         capacity: int = 100,
         channel_capacity: dict[str | Pattern[str], int] | None = None,
         require_serializable: bool = False,
+        renew_groups: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -52,6 +57,7 @@ class InMemoryChannelLayer(CoreLayer):
                 "capacity": capacity,
                 "channel_capacity": compiled,
                 "require_serializable": require_serializable,
+                "renew_groups": renew_groups,
             }
         )
         self.channels = ChannelsView(self._core)

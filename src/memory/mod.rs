@@ -39,6 +39,10 @@ struct Shared {
     require_serializable: bool,
     /// What was warned of: each type at each place once.
     warned: Mutex<HashSet<String>>,
+    /// With `renew_groups`: how lately a member's channel must have
+    /// received to stay in its groups past group_expiry (a quarter of it,
+    /// as the Redis layer renews).
+    renewal: Option<Duration>,
 }
 
 /// Kinds of unsendable message remembered, so each is warned of once.
@@ -210,7 +214,7 @@ impl MemoryCore {
         let joined_after = unix_now() - self.shared.group_expiry;
         self.shared.with_state(|state, dropped| {
             state.expire(now, dropped);
-            state.group_members(group, joined_after)
+            state.group_members(group, joined_after, self.shared.renewal)
         })
     }
 }
@@ -225,6 +229,7 @@ struct Options {
     capacity: i64,
     channel_capacity: Vec<(Py<PyAny>, i64)>,
     require_serializable: bool,
+    renew_groups: bool,
 }
 
 #[pymethods]
@@ -237,6 +242,7 @@ impl MemoryCore {
             capacity,
             channel_capacity,
             require_serializable,
+            renew_groups,
         } = options;
         let patterns = channel_capacity
             .into_iter()
@@ -250,6 +256,9 @@ impl MemoryCore {
             stats: Stats::default(),
             require_serializable,
             warned: Mutex::new(HashSet::new()),
+            renewal: renew_groups
+                .then(|| seconds("group_expiry", group_expiry.max(0.0) / 4.0))
+                .transpose()?,
         };
         Ok(MemoryCore {
             shared: Arc::new(shared),

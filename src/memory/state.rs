@@ -10,7 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::thread::ThreadId;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
@@ -57,13 +57,21 @@ pub enum Delivery {
     Full(Py<PyAny>),
 }
 
+/// A channel that is in groups.
+struct Member {
+    groups: HashSet<String>,
+    /// When a receive of it last started or ended: whether it is alive,
+    /// for renewal.
+    heard: Option<Instant>,
+}
+
 #[derive(Default)]
 pub struct State {
     channels: HashMap<String, Channel>,
     /// group -> channel -> when it joined (seconds since the epoch).
     groups: HashMap<String, HashMap<String, f64>>,
     /// channel -> the groups it is in, so an expiry can leave them all.
-    memberships: HashMap<String, HashSet<String>>,
+    memberships: HashMap<String, Member>,
     /// When to look at a channel for expired messages: at most one entry per
     /// channel (those in `armed`), due no later than its oldest message.
     checks: BinaryHeap<Reverse<(Instant, String)>>,
@@ -126,10 +134,21 @@ impl State {
             out.expired.push((name.to_owned(), expired as u64));
             self.leave_all_groups(name);
         }
+        if found.is_some() {
+            self.heard(name);
+        }
         found
     }
 
+    /// A receive of `name` started or ended.
+    fn heard(&mut self, name: &str) {
+        if let Some(member) = self.memberships.get_mut(name) {
+            member.heard = Some(Instant::now());
+        }
+    }
+
     pub fn add_waiter(&mut self, name: &str, waiter: Waiter) {
+        self.heard(name);
         self.channels
             .entry(name.to_owned())
             .or_default()
@@ -139,6 +158,7 @@ impl State {
 
     /// Unlists the waiter on `future`, if it still waits.
     pub fn remove_waiter(&mut self, name: &str, future: &Bound<'_, PyAny>, out: &mut Dropped) {
+        self.heard(name);
         if let Some(channel) = self.channels.get_mut(name) {
             if let Some(at) = channel
                 .waiters
@@ -201,10 +221,14 @@ impl State {
     }
 
     pub fn group_add(&mut self, group: String, channel: String) {
-        self.memberships
+        let member = self
+            .memberships
             .entry(channel.clone())
-            .or_default()
-            .insert(group.clone());
+            .or_insert_with(|| Member {
+                groups: HashSet::new(),
+                heard: None,
+            });
+        member.groups.insert(group.clone());
         self.groups
             .entry(group)
             .or_default()
@@ -218,16 +242,17 @@ impl State {
                 self.groups.remove(group);
             }
         }
-        if let Some(joined) = self.memberships.get_mut(channel) {
-            joined.remove(group);
-            if joined.is_empty() {
+        if let Some(member) = self.memberships.get_mut(channel) {
+            member.groups.remove(group);
+            if member.groups.is_empty() {
                 self.memberships.remove(channel);
             }
         }
     }
 
     fn leave_all_groups(&mut self, channel: &str) {
-        for group in self.memberships.remove(channel).unwrap_or_default() {
+        let member = self.memberships.remove(channel);
+        for group in member.map(|member| member.groups).unwrap_or_default() {
             if let Some(members) = self.groups.get_mut(&group) {
                 members.remove(channel);
                 if members.is_empty() {
@@ -238,19 +263,50 @@ impl State {
     }
 
     /// The members of `group` that joined after `joined_after`; older members
-    /// are dropped from it.
-    pub fn group_members(&mut self, group: &str, joined_after: f64) -> Vec<String> {
+    /// are dropped from it, but with `renew`, those alive (a receive waits
+    /// on them, or one started or ended within `renew`) join again now.
+    pub fn group_members(
+        &mut self,
+        group: &str,
+        joined_after: f64,
+        renew: Option<Duration>,
+    ) -> Vec<String> {
         let Some(members) = self.groups.get(group) else {
             return Vec::new();
         };
-        let (current, stale): (Vec<_>, Vec<_>) = members
-            .iter()
-            .partition(|(_, joined)| **joined >= joined_after);
-        let current = current.into_iter().map(|(name, _)| name.clone()).collect();
-        let stale: Vec<String> = stale.into_iter().map(|(name, _)| name.clone()).collect();
-        for channel in stale {
+        let (mut current, mut stale) = (Vec::new(), Vec::new());
+        for (name, joined) in members {
+            let side = if *joined >= joined_after {
+                &mut current
+            } else {
+                &mut stale
+            };
+            side.push(name.clone());
+        }
+        let alive = |name: &str| {
+            renew.is_some_and(|lately| {
+                self.channels
+                    .get(name)
+                    .is_some_and(|channel| !channel.waiters.is_empty())
+                    || self
+                        .memberships
+                        .get(name)
+                        .and_then(|member| member.heard)
+                        .is_some_and(|heard| heard.elapsed() <= lately)
+            })
+        };
+        let (renewed, gone): (Vec<String>, Vec<String>) =
+            stale.into_iter().partition(|name| alive(name));
+        if let Some(members) = self.groups.get_mut(group) {
+            let now = unix_now();
+            for name in &renewed {
+                members.insert(name.clone(), now);
+            }
+        }
+        for channel in gone {
             self.group_discard(group, &channel);
         }
+        current.extend(renewed);
         current
     }
 
@@ -463,7 +519,7 @@ mod tests {
             state.expire(now, &mut out);
             assert_eq!(out.objects.len(), 1);
             assert!(!state.has_channel("old"));
-            assert_eq!(state.group_members("g", 0.0), ["fresh"]);
+            assert_eq!(state.group_members("g", 0.0, None), ["fresh"]);
             assert_eq!(
                 text(py, state.take("fresh", now, &mut out)).as_deref(),
                 Some("kept")
@@ -490,7 +546,7 @@ mod tests {
                 Some("kept")
             );
             assert_eq!(out.objects.len(), 1);
-            assert!(state.group_members("g", 0.0).is_empty());
+            assert!(state.group_members("g", 0.0, None).is_empty());
         });
     }
 
@@ -499,10 +555,10 @@ mod tests {
         with_state(|_, state, _| {
             state.group_add("g".into(), "a".into());
             state.group_add("g".into(), "b".into());
-            let mut members = state.group_members("g", 0.0);
+            let mut members = state.group_members("g", 0.0, None);
             members.sort();
             assert_eq!(members, ["a", "b"]);
-            assert!(state.group_members("g", unix_now() + 10.0).is_empty());
+            assert!(state.group_members("g", unix_now() + 10.0, None).is_empty());
             assert_eq!(state.group_count(), 0);
         });
     }

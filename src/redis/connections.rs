@@ -5,7 +5,7 @@
 //! Connections made before a fork are not used in the child, nor those made
 //! to a master Sentinel has since replaced.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,9 @@ pub fn client(info: ConnectionInfo, certificates: &TlsCertificates) -> RedisResu
     }
 }
 
+/// Told of each connection to a cluster node made (see `Shard::came_back`).
+static NODES_MADE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// A connection to one node of a cluster, made the way redis-rs makes its
 /// own, but quiet (no CLIENT SETINFO) and paced while the node refuses.
 #[derive(Clone)]
@@ -133,7 +136,10 @@ impl Connect for Node {
             let client = Client::open(info)?;
             let connecting = client.get_multiplexed_async_connection_with_config(&config);
             match paced(address, connecting).await {
-                Ok(connection) => Ok(Node(connection)),
+                Ok(connection) => {
+                    NODES_MADE.notify_waiters();
+                    Ok(Node(connection))
+                }
                 Err(err) => Err(in_servers_words(err, &client, &config).await),
             }
         })
@@ -265,6 +271,12 @@ pub struct Shard {
     /// that ran out of time names.
     trouble: Mutex<Option<String>>,
     troubled: AtomicBool,
+    /// Whether a connection was made yet, and one broke since the last
+    /// was made; the master generation of the last (see `came_back`).
+    made: AtomicBool,
+    lost: AtomicBool,
+    made_for: AtomicU64,
+    back: tokio::sync::Notify,
     /// The layer's, where reconnects and failovers are counted.
     pub stats: Arc<Stats>,
     state: PerProcess<Connections>,
@@ -280,6 +292,10 @@ impl Shard {
             refusals: Refusals::default(),
             trouble: Mutex::new(None),
             troubled: AtomicBool::new(false),
+            made: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
+            made_for: AtomicU64::new(0),
+            back: tokio::sync::Notify::new(),
             stats,
             // The parent's sockets stay the parent's.
             state: PerProcess::new(Connections::default(), |c| renew(c, Connections::default())),
@@ -299,7 +315,10 @@ impl Shard {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let err = match within(left, self.connect_once(response_timeout)).await {
-                Ok(connection) => return Ok(connection),
+                Ok((generation, connection)) => {
+                    self.connected(generation);
+                    return Ok((generation, connection));
+                }
                 Err(err) => err,
             };
             self.note_trouble(&err);
@@ -590,6 +609,7 @@ impl Shard {
     /// after `err`, which counts toward the outage if it broke a connection.
     pub fn pause_after(&self, err: &RedisError) -> Duration {
         if breaks(err) {
+            self.lost.store(true, Ordering::Release);
             self.outage.failed(&self.name, err);
         }
         self.outage.pause()
@@ -673,6 +693,32 @@ impl Shard {
         self.troubled.store(true, Ordering::Relaxed);
     }
 
+    /// Notes a connection made to the master of `generation`.
+    fn connected(&self, generation: u64) {
+        let first = !self.made.swap(true, Ordering::AcqRel);
+        let lost = self.lost.swap(false, Ordering::AcqRel);
+        let moved = self.made_for.swap(generation, Ordering::AcqRel) != generation;
+        if !first && (lost || moved) {
+            self.back.notify_one();
+        }
+    }
+
+    /// Completes once a connection is made again after one broke, or to
+    /// another master: the server may have lost what this process added,
+    /// as an empty restart or a failover to a replica that missed it
+    /// would. On a cluster, also when any node is connected anew (a
+    /// replica promoted, a node replaced), which redis-rs does unseen.
+    pub async fn came_back(&self) {
+        if self.is_cluster() {
+            tokio::select! {
+                () = self.back.notified() => {}
+                () = NODES_MADE.notified() => {}
+            }
+        } else {
+            self.back.notified().await;
+        }
+    }
+
     /// Why the shard failed last, if it has not answered since.
     pub fn trouble(&self) -> Option<String> {
         lock(&self.trouble).clone()
@@ -680,6 +726,7 @@ impl Shard {
 
     /// Forgets the shared connection after an error, so the next call reconnects.
     pub fn drop_shared(&self) {
+        self.lost.store(true, Ordering::Release);
         self.with_state(|state| {
             if let Some((generation, _)) = state.shared.take() {
                 state.lost = Some(generation);

@@ -243,6 +243,14 @@ impl Inbox {
             .unwrap_or_else(Instant::now)
     }
 
+    /// Whether anyone waits on `channel`.
+    pub fn waits_on(&self, channel: &str) -> bool {
+        self.lock()
+            .channels
+            .get(channel)
+            .is_some_and(|mailbox| !mailbox.waiters.is_empty())
+    }
+
     /// Whether anyone waits on a channel of `local_name`.
     pub fn has_waiters(&self, local_name: &str) -> bool {
         self.lock().waiting.contains_key(local_name)

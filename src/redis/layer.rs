@@ -53,6 +53,7 @@ struct Options {
     channel_capacity: Vec<(Py<PyAny>, i64)>,
     serializer: Serializer,
     brpop_timeout: f64,
+    renew_groups: bool,
 }
 
 #[pymethods]
@@ -68,6 +69,7 @@ impl RedisCore {
             channel_capacity,
             serializer,
             brpop_timeout,
+            renew_groups,
         } = options;
         let stats = Arc::new(Stats::default());
         let shards = hosts
@@ -84,6 +86,7 @@ impl RedisCore {
             prefix,
             expiry: expiry.max(0.0) as u64,
             group_expiry: group_expiry.max(0.0) as u64,
+            renews: renew_groups,
             block_seconds: brpop_timeout,
             serializer: serializer.clone(),
             shards,
@@ -171,7 +174,11 @@ impl RedisCore {
         // The awaiting coroutine holds the future until `finish`, so its
         // address is not reused meanwhile.
         let id = future.as_ptr() as usize;
-        queues.process().receiving.insert(id, Arc::clone(&receipt));
+        let mut process = queues.process();
+        process.receiving.insert(id, Arc::clone(&receipt));
+        process.memberships.touched(&name);
+        *process.waiting.entry(name.clone()).or_default() += 1;
+        drop(process);
         let receive = Receive {
             future: future.clone().unbind(),
             queue,
@@ -193,7 +200,10 @@ impl RedisCore {
         if taken {
             self.queues.stats.add(Count::Received, 1);
         }
+        let mut process = self.queues.process();
+        process.memberships.touched(channel);
         if channel.contains('!') {
+            drop(process);
             return if taken {
                 Ok(())
             } else {
@@ -201,7 +211,15 @@ impl RedisCore {
             };
         }
         let id = future.as_ptr() as usize;
-        let Some(receipt) = self.queues.process().receiving.remove(&id) else {
+        let receipt = process.receiving.remove(&id);
+        if let Some(count) = process.waiting.get_mut(channel) {
+            *count -= 1;
+            if *count == 0 {
+                process.waiting.remove(channel);
+            }
+        }
+        drop(process);
+        let Some(receipt) = receipt else {
             return Ok(());
         };
         if taken {
@@ -224,6 +242,12 @@ impl RedisCore {
         channel: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (queues, group, channel) = self.membership(py, group, channel)?;
+        let mut process = queues.process();
+        if queues.renews && !process.renewing {
+            process.renewing = true;
+            runtime::spawn(Arc::clone(&queues).keep_memberships())?;
+        }
+        drop(process);
         spawn(
             py,
             async move { queues.group_add(&group, channel).await },
@@ -360,7 +384,7 @@ impl RedisCore {
         let (channels, waiting) = process.inbox.gauges();
         let gauges = [
             ("channels", channels),
-            ("groups", process.joined.len()),
+            ("groups", process.memberships.group_count()),
             ("waiting_receives", waiting + process.receiving.len()),
         ];
         drop(process);
@@ -499,12 +523,14 @@ impl RedisCore {
 
     fn receive_local<'py>(&self, py: Python<'py>, channel: String) -> PyResult<Bound<'py, PyAny>> {
         let queues = &self.queues;
-        let future = match queues.inbox().receive(py, &channel)? {
+        let received = queues.inbox().receive(py, &channel)?;
+        let mut local = queues.process();
+        local.memberships.touched(&channel);
+        let future = match received {
             Received::Ready(message) => return Ok(message),
             Received::Waiting(future) => future,
         };
         let local_name = non_local_name(&channel).to_owned();
-        let mut local = queues.process();
         for shard in 0..queues.shards.len() {
             if local.pumps.insert((local_name.clone(), shard)) {
                 runtime::spawn(Arc::clone(queues).pump(local_name.clone(), shard))?;

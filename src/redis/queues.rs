@@ -14,6 +14,7 @@ use super::backup::{Backup, Receipt, Settled, GRACE};
 use super::connections::Shard;
 use super::failure::{passing, Failure};
 use super::inbox::{Buffered, Inbox};
+use super::memberships::Memberships;
 use super::ring::consistent_hash;
 use super::scripts;
 use super::tracking::{Members, Written};
@@ -82,6 +83,8 @@ pub(super) struct Queues {
     pub(super) prefix: String,
     pub(super) expiry: u64,
     pub(super) group_expiry: u64,
+    /// Whether live memberships are renewed and added back (`renewal`).
+    pub(super) renews: bool,
     /// How long one blocking pop waits before it is issued again; also how
     /// long an idle pump outlives its last waiter.
     pub(super) block_seconds: f64,
@@ -111,9 +114,20 @@ pub(super) struct ProcessState {
     /// Receives of normal channels under way, by the address of their
     /// future, until their receiver has taken the message or given up.
     pub(super) receiving: HashMap<usize, Arc<Receipt>>,
-    /// Group -> the channels this process added to it and has not
-    /// discarded, for `stats()`.
-    pub(super) joined: HashMap<String, HashSet<String>>,
+    /// The groups this process's channels are in, and whether those are
+    /// alive here (see `renewal`).
+    pub(super) memberships: Memberships,
+    /// Whether the task that renews them runs.
+    pub(super) renewing: bool,
+    /// Normal channels with receives waiting on them, and how many.
+    pub(super) waiting: HashMap<String, usize>,
+}
+
+impl ProcessState {
+    /// Whether a receive of `channel` waits in this process now.
+    pub(super) fn waits_on(&self, channel: &str) -> bool {
+        self.waiting.contains_key(channel) || self.inbox.waits_on(channel)
+    }
 }
 
 impl ProcessState {
@@ -125,7 +139,9 @@ impl ProcessState {
             inbox: Arc::new(inbox),
             pumps: HashSet::new(),
             receiving: HashMap::new(),
-            joined: HashMap::new(),
+            memberships: Memberships::default(),
+            renewing: false,
+            waiting: HashMap::new(),
         }
     }
 }
@@ -449,14 +465,9 @@ impl Queues {
             .arg(unix_now())
             .arg(self.group_expiry)
             .arg(&channel);
-        let _: redis::Value = self.shards[shard].run(&invocation).await?;
+        let _: i64 = self.shards[shard].run(&invocation).await?;
         self.shards[shard].changed(&key);
-        let mut process = self.process();
-        process
-            .joined
-            .entry(group.to_owned())
-            .or_default()
-            .insert(channel);
+        self.process().memberships.join(group, &channel);
         Ok(())
     }
 
@@ -467,13 +478,7 @@ impl Queues {
         command.arg(&key).arg(&channel);
         let _: i64 = self.shards[shard].run(&command).await?;
         self.shards[shard].changed(&key);
-        let mut process = self.process();
-        if let Some(members) = process.joined.get_mut(group) {
-            members.remove(&channel);
-            if members.is_empty() {
-                process.joined.remove(group);
-            }
-        }
+        self.process().memberships.leave(group, &channel);
         Ok(())
     }
 
@@ -745,6 +750,8 @@ impl Queues {
     }
 
     pub(super) async fn flush(&self) -> Result<(), Failure> {
+        // Its groups are gone: nothing of them is renewed or added back.
+        self.process().memberships = Memberships::default();
         let pattern = format!("{}*", glob_escape(&self.prefix));
         for shard in &self.shards {
             let keys = shard.keys_matching(&pattern).await?;

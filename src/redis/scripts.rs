@@ -8,8 +8,9 @@
 //! is refused and writes nothing. Without that line Redis checks memory
 //! only at the first write command that adds, and ours start with one that
 //! removes (ZREMRANGEBYSCORE): their writes went on past maxmemory. The
-//! scripts that only move a member between sorted sets (pop, hold,
-//! put_back) are `allow-oom`, so queued messages are still received.
+//! scripts that only move a member between sorted sets or its score (pop,
+//! hold, put_back, renew) are `allow-oom`, so queued messages are still
+//! received and live memberships kept.
 
 use std::sync::LazyLock;
 
@@ -22,9 +23,12 @@ pub static SEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("l
 pub static GROUP_SEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/group_send.lua")));
 
-/// Group_add.
+/// Group_add, of one channel or (added back) many.
 pub static GROUP_ADD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/group_add.lua")));
+
+/// Live members' scores moved to now (see `renewal`).
+pub static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/renew.lua")));
 
 /// A normal channel's next message, backed up under a lease (see `backup`).
 pub static POP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/pop.lua")));
