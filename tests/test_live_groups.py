@@ -27,7 +27,9 @@ GROUP = "broadcast"  # the test project's consumers join it on connect
 
 def settings(kind, server, **config):
     if kind == "memory":
-        return {"default": {"BACKEND": "channels_rs.InMemoryChannelLayer", "CONFIG": config}}
+        return {
+            "default": {"BACKEND": "channels_rs.InMemoryChannelLayer", "CONFIG": config}
+        }
     config = {"hosts": [server.url], "prefix": "live", **config}
     return {"default": {"BACKEND": "channels_rs.RedisChannelLayer", "CONFIG": config}}
 
@@ -58,7 +60,9 @@ DEAD = textwrap.dedent(
 def a_process_that_dies_in(server, group):
     """The channel of a process that joined `group`, received, then died."""
     process = subprocess.Popen(
-        [sys.executable, "-c", DEAD, server.url, group], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", DEAD, server.url, group],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     channel = process.stdout.readline().strip()
     time.sleep(0.3)
@@ -150,7 +154,9 @@ async def test_live_memberships_come_back_after_an_empty_restart(own_redis, capl
         assert task.result() == {"type": "after.restart"}
     said = [r.getMessage() for r in caplog.records if "had lost" in r.getMessage()]
     assert len(said) == 1, said
-    assert "had lost 5 of the 5 group memberships" in said[0] and "in 2 groups" in said[0]
+    assert (
+        "had lost 5 of the 5 group memberships" in said[0] and "in 2 groups" in said[0]
+    )
     assert own_redis.url in said[0]
     assert sorted(await layer.group_channels("room")) == sorted(receivers)
     assert await layer.group_channels("other") == [local[0]]

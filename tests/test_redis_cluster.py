@@ -3,6 +3,7 @@ replicas), which channels_redis cannot use: its scripts touch keys in
 several slots."""
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -11,8 +12,8 @@ from channels.exceptions import ChannelFull
 from channels_rs import RedisChannelLayer, RedisPubSubChannelLayer
 from channels_rs.exceptions import AccessDenied
 from conftest import INTEROP_CONFIGS, INTEROP_IDS, receive, require_tls
-from redis_cluster import RedisCluster, migrate_slot_of, owner_of, wait_for
-from redis_server import Certificates, Monitor, command
+from redis_cluster import RedisCluster, ask, migrate_slot_of, owner_of, wait_for
+from redis_server import Certificates, Monitor, command, connect, resp
 
 
 @pytest.fixture
@@ -344,3 +345,65 @@ async def test_a_master_killed_under_traffic_loses_nothing_acknowledged():
 @pytest.mark.soak
 async def test_soak_a_master_killed_under_traffic_2000_messages():
     await a_master_killed_under(tail=2000)
+
+
+def on_replica(server, *words):
+    """A command's raw reply from a cluster replica, which answers reads
+    only on a connection that sent READONLY."""
+    with connect(server.port, 2) as connection:
+        connection.sendall(resp("READONLY") + resp(*words))
+        reply = b""
+        while reply.count(b"\r\n") < 2 or not reply.endswith(b"\r\n"):
+            reply += connection.recv(65536)
+        return reply
+
+
+async def test_memberships_a_promoted_replica_missed_come_back(caplog):
+    """The replica of a group's master misses the last group_add (its link
+    is cut and cannot come back), then the master dies: once the replica
+    has taken over, every live consumer is reachable, and one WARNING says
+    what came back."""
+    own = RedisCluster()  # its own: this one loses a node
+    try:
+        hosts = [{"cluster": own.urls, "socket_connect_timeout": 1}]
+        layer, view = RedisChannelLayer(hosts=hosts), RedisChannelLayer(hosts=hosts)
+        victim, heir = own.masters[0], own.replicas[0]
+        group = next(
+            f"room{n}"
+            for n in range(1000)
+            if owner_of(own, f"asgi:group:room{n}") is victim
+        )
+        early, late = await layer.new_channel(), await layer.new_channel()
+        await layer.group_add(group, early)
+        waiting = [asyncio.ensure_future(layer.receive(c)) for c in (early, late)]
+        await view.group_send(group, {"type": "before"})
+        assert await waiting[0] == {"type": "before"}
+        waiting[0] = asyncio.ensure_future(layer.receive(early))
+        wait_for(
+            lambda: b"master_link_status:up" in ask(heir, "INFO", "replication"), "sync"
+        )
+        # Connections made before this keep working; the replica's next does not.
+        ask(victim, "CONFIG", "SET", "requirepass", "locked-out")
+        command(victim.port, "CLIENT", "KILL", "TYPE", "replica", password="locked-out")
+        await layer.group_add(group, late)
+        key = f"asgi:group:{group}"
+        assert early.encode() in on_replica(heir, "ZRANGE", key, 0, -1)
+        assert late.encode() not in on_replica(heir, "ZRANGE", key, 0, -1)
+        with caplog.at_level(logging.WARNING, logger="channels_rs"):
+            victim.kill()
+            started = time.monotonic()
+            while not all(task.done() for task in waiting):
+                assert time.monotonic() - started < 20, (
+                    "a live consumer missed the group"
+                )
+                try:
+                    await view.group_send(group, {"type": "after.failover"})
+                except (ConnectionError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.1)
+        for task in waiting:
+            assert task.result() == {"type": "after.failover"}
+        said = [r.getMessage() for r in caplog.records if "had lost" in r.getMessage()]
+        assert len(said) == 1 and "had lost 1 of the 2 group memberships" in said[0]
+    finally:
+        own.stop()

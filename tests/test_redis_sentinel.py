@@ -137,7 +137,11 @@ def promotable(sentinel):
 def sentinel_group():
     master = guarded("--masterauth", MASTER_PASSWORD)
     replica = guarded(
-        "--replicaof", "127.0.0.1", str(master.port), "--masterauth", MASTER_PASSWORD
+        "--replicaof",
+        "127.0.0.1",
+        str(master.port),
+        "--masterauth",
+        MASTER_PASSWORD,
     )
     servers = [master, replica]
     try:
@@ -258,3 +262,41 @@ async def test_the_layer_follows_a_killed_master(sentinel_group, caplog):
 @pytest.mark.soak
 async def test_soak_a_killed_master_with_5000_messages(sentinel_group, caplog):
     await follow_a_failover(sentinel_group, caplog, "kill -9 master", 5000)
+
+
+async def test_memberships_the_new_master_missed_come_back(sentinel_group, caplog):
+    """The replica misses the last group_add (its link to the master is cut
+    and cannot come back), then the master dies: once Sentinel has promoted
+    the replica, which lacks that member, every live consumer is reachable
+    again, and one WARNING says what came back."""
+    master, replica, sentinels = sentinel_group
+    hosts = hosts_through(sentinels, socket_connect_timeout=1)
+    layer, view = RedisChannelLayer(hosts=hosts), RedisChannelLayer(hosts=hosts)
+    early, late = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("room", early)
+    await view.group_send("room", {"type": "before"})
+    waiting = [asyncio.ensure_future(layer.receive(c)) for c in (early, late)]
+    assert await waiting[0] == {"type": "before"}
+    waiting[0] = asyncio.ensure_future(layer.receive(early))
+    wait_for(lambda: replicated(master, replica), "replication")
+    # Connections made before this keep working; the replica's next does not.
+    ask(master, "CONFIG", "SET", "requirepass", "locked-out")
+    command(master.port, "CLIENT", "KILL", "TYPE", "replica", password="locked-out")
+    await layer.group_add("room", late)
+    assert ask(replica, "ZSCORE", "asgi:group:room", late) == b"$-1\r\n"
+    with caplog.at_level(logging.WARNING, logger="channels_rs"):
+        master.kill()
+        started = time.monotonic()
+        while not all(task.done() for task in waiting):
+            assert time.monotonic() - started < 20, "a live consumer missed the group"
+            try:
+                await view.group_send("room", {"type": "after.failover"})
+            except (ConnectionError, TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+    assert role(replica) == b"master"
+    for task in waiting:
+        assert task.result() == {"type": "after.failover"}
+    said = [r.getMessage() for r in caplog.records if "had lost" in r.getMessage()]
+    assert len(said) == 1 and "had lost 1 of the 2 group memberships" in said[0]
+    await layer.flush()

@@ -101,13 +101,20 @@ impl Memberships {
 mod tests {
     use super::*;
 
-    fn live(memberships: &Memberships, lately: Duration, waiting: &[&str]) -> Vec<(String, Vec<String>)> {
+    fn live(
+        memberships: &Memberships,
+        lately: Duration,
+        waiting: &[&str],
+    ) -> Vec<(String, Vec<String>)> {
         let mut live: Vec<_> = memberships
             .live(lately, |channel| waiting.contains(&channel))
             .into_iter()
             .map(|(group, mut channels)| {
                 channels.sort_unstable();
-                (group.to_owned(), channels.into_iter().map(str::to_owned).collect())
+                (
+                    group.to_owned(),
+                    channels.into_iter().map(str::to_owned).collect(),
+                )
             })
             .collect();
         live.sort();
