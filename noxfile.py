@@ -241,6 +241,7 @@ def bench(session):
     session.run("python", "benches/bench.py", *arguments)
     session.run("python", "benches/normal_channels.py")
     session.run("python", "benches/group_send_cost.py")
+    session.run("python", "benches/renewal_cost.py")
 
 
 @nox.session
