@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 /// A channel in one or more of this process's groups.
 struct Channel {
     groups: usize,
+    joined: Instant,
     /// When a receive of it last started or ended. Joining is not
     /// receiving: a channel added for a consumer elsewhere is not alive here.
     last: Option<Instant>,
@@ -39,8 +40,9 @@ impl Memberships {
         }
         self.channels
             .entry(channel.to_owned())
-            .or_insert(Channel {
+            .or_insert_with(|| Channel {
                 groups: 0,
+                joined: Instant::now(),
                 last: None,
             })
             .groups += 1;
@@ -69,6 +71,31 @@ impl Memberships {
         if let Some(state) = self.channels.get_mut(channel) {
             state.last = Some(Instant::now());
         }
+    }
+
+    /// Forgets the channels not `waiting` on that neither joined nor
+    /// received within `gone`: their memberships have expired in Redis,
+    /// and nothing renews or adds back an expired one.
+    pub(super) fn forget_older(&mut self, gone: Duration, waiting: impl Fn(&str) -> bool) {
+        let old = |name: &String, state: &Channel| {
+            !waiting(name) && state.last.unwrap_or(state.joined).elapsed() > gone
+        };
+        let forgotten: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(name, state)| old(name, state))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if forgotten.is_empty() {
+            return;
+        }
+        for name in &forgotten {
+            self.channels.remove(name);
+        }
+        self.groups.retain(|_, members| {
+            members.retain(|member| !forgotten.contains(member));
+            !members.is_empty()
+        });
     }
 
     /// Each group with its channels that are alive: `waiting` on now, or
@@ -139,6 +166,18 @@ mod tests {
         assert_eq!(live(&memberships, lately, &[])[0].1, vec!["b".to_owned()]);
         std::thread::sleep(Duration::from_millis(20));
         assert!(live(&memberships, lately, &[]).is_empty());
+    }
+
+    #[test]
+    fn channels_long_gone_are_forgotten() {
+        let mut memberships = Memberships::default();
+        memberships.join("room", "gone");
+        memberships.join("room", "waited");
+        memberships.join("hall", "gone");
+        std::thread::sleep(Duration::from_millis(20));
+        memberships.forget_older(Duration::from_millis(10), |channel| channel == "waited");
+        assert_eq!(memberships.group_count(), 1);
+        assert_eq!(memberships.channels.len(), 1);
     }
 
     #[test]

@@ -124,13 +124,6 @@ pub(super) struct ProcessState {
 }
 
 impl ProcessState {
-    /// Whether a receive of `channel` waits in this process now.
-    pub(super) fn waits_on(&self, channel: &str) -> bool {
-        self.waiting.contains_key(channel) || self.inbox.waits_on(channel)
-    }
-}
-
-impl ProcessState {
     pub(super) fn new(inbox: Inbox) -> Self {
         let client_prefix = names::client_prefix();
         ProcessState {

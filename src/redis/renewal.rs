@@ -64,10 +64,16 @@ impl Queues {
         }
     }
 
-    /// This process's live memberships, by group key.
+    /// This process's live memberships, by group key. Those gone for
+    /// longer than group_expiry are forgotten on the way.
     fn due(&self, shard: Option<usize>) -> Vec<Due> {
-        let process = self.process();
-        let waiting = |channel: &str| process.waits_on(channel);
+        let mut guard = self.process();
+        let process = &mut *guard;
+        let waiting = |channel: &str| {
+            process.waiting.contains_key(channel) || process.inbox.waits_on(channel)
+        };
+        let gone = Duration::from_secs(self.group_expiry);
+        process.memberships.forget_older(gone, waiting);
         let live = process.memberships.live(self.renewal_period(), waiting);
         live.into_iter()
             .map(|(group, channels)| Due {
