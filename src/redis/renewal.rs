@@ -29,6 +29,9 @@ use crate::clock::unix_now;
 /// The shortest pause between rounds, whatever `group_expiry`.
 const SHORTEST: Duration = Duration::from_millis(100);
 
+/// How soon an add-back that failed is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
 /// A group's live channels, on the shard of its key.
 struct Due {
     shard: usize,
@@ -44,22 +47,31 @@ impl Queues {
     }
 
     /// Renews, and adds back where a shard came back, until the layer is
-    /// gone. One task per process, started with its first group_add.
+    /// gone. One task per process, started with its first group_add. An
+    /// add-back that failed (the server not quite back, a cluster still
+    /// electing) is tried again every RETRY until it is done.
     pub(super) async fn keep_memberships(self: Arc<Self>) {
         let mut closed = self.closed.subscribe();
         let period = self.renewal_period();
+        let mut owed = vec![false; self.shards.len()];
         loop {
             let came_back = futures_util::future::select_all(
                 self.shards.iter().map(|shard| Box::pin(shard.came_back())),
             );
+            let pause = if owed.contains(&true) { RETRY } else { period };
             let back = tokio::select! {
                 _ = closed.wait_for(|closed| *closed) => return,
-                () = tokio::time::sleep(period) => None,
+                () = tokio::time::sleep(pause) => None,
                 (_, shard, _) = came_back => Some(shard),
             };
-            match back {
-                Some(shard) => self.add_back(shard).await,
-                None => self.renew().await,
+            if let Some(shard) = back {
+                owed[shard] = true;
+            }
+            if !owed.contains(&true) {
+                self.renew().await;
+            }
+            for (shard, owed) in owed.iter_mut().enumerate().filter(|(_, owed)| **owed) {
+                *owed = !self.add_back(shard).await;
             }
         }
     }
@@ -102,8 +114,8 @@ impl Queues {
     }
 
     /// Adds this process's live memberships on `shard` back, and says so
-    /// if the server had lost any.
-    async fn add_back(&self, shard: usize) {
+    /// if the server had lost any; whether every one is there now.
+    async fn add_back(&self, shard: usize) -> bool {
         let now = unix_now();
         let due = self.due(Some(shard));
         let calls = due.iter().map(|due| async move {
@@ -117,14 +129,13 @@ impl Queues {
             self.shards[shard].changed(&due.key);
             added
         });
-        let added: i64 = futures_util::future::join_all(calls)
-            .await
-            .into_iter()
-            .filter_map(Result::ok)
-            .sum();
+        let results = futures_util::future::join_all(calls).await;
+        let done = results.iter().all(Result::is_ok);
+        let added: i64 = results.into_iter().filter_map(Result::ok).sum();
         if added > 0 {
             let live: usize = due.iter().map(|due| due.channels.len()).sum();
             log::warn!(target: "channels_rs", "Redis at {} had lost {added} of the {live} group memberships of this process's live consumers, in {} groups (restarted empty, or a failover to a replica that missed them): added them back", self.shards[shard].name, due.len());
         }
+        done
     }
 }
