@@ -17,9 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-import redis
-
 import channels_rs
+import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -41,7 +40,9 @@ async def run(url, client, members, seconds, renew):
     channels = [await layer.new_channel() for _ in range(members)]
     for start in range(0, members, 100):
         group = f"room{start // 100}"
-        await asyncio.gather(*(layer.group_add(group, c) for c in channels[start : start + 100]))
+        await asyncio.gather(
+            *(layer.group_add(group, c) for c in channels[start : start + 100])
+        )
     receives = [asyncio.ensure_future(layer.receive(c)) for c in channels]
     await asyncio.sleep(1)
     cpu, process = redis_cpu(client), time.process_time()
@@ -82,14 +83,14 @@ def main():
         f"group of 100 at the end: {on_alive} renewed, {off_alive} not"
     )
     print(f"{'':<28}{'redis-server':>16}{'this process':>16}")
-    print(
-        f"{'CPU, renewal off':<28}{off_redis * 1000:>13.0f} ms{off_process * 1000:>13.0f} ms"
-    )
-    print(f"{'CPU, renewal on':<28}{on_redis * 1000:>13.0f} ms{on_process * 1000:>13.0f} ms")
-    print(
-        f"{'per round (difference)':<28}"
-        + "".join(f"{cost * 1000:>13.1f} ms" for cost in per_round)
-    )
+
+    def row(title, *seconds, digits=0):
+        cells = "".join(f"{value * 1000:>13.{digits}f} ms" for value in seconds)
+        print(f"{title:<28}{cells}")
+
+    row("CPU, renewal off", off_redis, off_process)
+    row("CPU, renewal on", on_redis, on_process)
+    row("per round (difference)", *per_round, digits=1)
     print(
         f"{'share of a core, default':<28}"
         + "".join(f"{cost / DEFAULT_ROUND * 100:>14.5f} %" for cost in per_round)
